@@ -1,0 +1,1 @@
+"""Datasets: the synth_chest phantom, its TFDS builder and input pipelines."""

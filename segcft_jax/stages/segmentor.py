@@ -1,0 +1,99 @@
+"""`segmentor` and `oracle` stages: a 2-D U-Net trained with cross-entropy + soft Dice.
+
+loss = mean_B CE(x) + dice_weight * mean_B (1 - soft Dice over foreground classes).
+The segmentor becomes Seg-CFT's frozen predictor; the oracle (other seed, other width) is
+trained the same way but used only for evaluation. Both report per-class test Dice of the EMA
+parameters with hard argmax labels.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import jax.numpy as jnp
+import ml_collections
+
+from segcft_jax.data import datasets, pipeline
+from segcft_jax.models import segmentation_loss as seg_loss
+from segcft_jax.models.unet import UNet
+from segcft_jax.stages import records
+from segcft_jax.train import sharding
+from segcft_jax.train.evaluate import Evaluator
+from segcft_jax.train.loop import fit
+from segcft_jax.train.state import count_params
+from segcft_jax.train.task import Task
+
+KEYS = ("image", "mask")
+
+
+def make_unet(model_cfg: ml_collections.ConfigDict, num_classes: int) -> UNet:
+  return UNet(num_classes=num_classes, widths=tuple(model_cfg.widths),
+              blocks_per_level=model_cfg.blocks_per_level, norm_groups=model_cfg.norm_groups)
+
+
+def segmentation_task(name: str, model_cfg: ml_collections.ConfigDict,
+                      class_names: Sequence[str], dice_weight: float) -> Task:
+  """The U-Net training task (per-example eval metrics: CE and per-class hard Dice)."""
+  k = len(class_names)
+  model = make_unet(model_cfg, k)
+
+  def init(rng, batch):
+    return model.init(rng, jnp.asarray(batch["image"][:1]))["params"]
+
+  def loss_fn(params, batch, rng, frozen):
+    del rng, frozen  # Deterministic model, nothing frozen.
+    logits = model.apply({"params": params}, batch["image"])  # [B, H, W, K]
+    ce = seg_loss.cross_entropy(logits, batch["mask"]).mean()
+    dice = seg_loss.soft_dice_loss(logits, batch["mask"], k).mean()
+    return ce + dice_weight * dice, {"ce": ce, "dice_loss": dice}
+
+  def eval_fn(params, batch, frozen):
+    del frozen
+    logits = model.apply({"params": params}, batch["image"])
+    pred = jnp.argmax(logits, axis=-1)
+    return {"ce": seg_loss.cross_entropy(logits, batch["mask"]),
+            "dice": seg_loss.hard_dice(pred, batch["mask"], k)}  # [B], [B, K]
+
+  fingerprint = {"task": "segmentation", "model": model_cfg.to_dict(),
+                 "classes": list(class_names)}
+  return Task(name=name, init=init, loss_fn=loss_fn, eval_fn=eval_fn, fingerprint=fingerprint)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, name: str) -> dict:
+  cfg = config[name]
+  spec = datasets.spec(config.data.name)
+  builder = datasets.prepared_builder(config.data, workdir)
+  mesh = sharding.make_mesh(config.mesh.num_devices)
+  local_bs = sharding.check_batch_size(cfg.batch_size, mesh, f"config.{name}.batch_size")
+  eval_bs = sharding.check_batch_size(cfg.eval_batch_size, mesh, f"config.{name}.eval_batch_size")
+
+  train = pipeline.train_dataset(builder.as_data_source("train"), KEYS, local_bs, cfg.seed)
+  example = next(iter(train))
+  task = segmentation_task(name, cfg.model, spec.class_names, cfg.dice_weight)
+  evaluator = Evaluator(task.eval_fn, mesh)
+  sources = {s: builder.as_data_source(s) for s in ("validation", "test")}
+
+  def evaluate(params, split):
+    return evaluator(params, pipeline.eval_batches(sources[split], KEYS, eval_bs))
+
+  def summarise(m):
+    return {"ce": m["ce"], "dice": dict(zip(spec.class_names, m["dice"])),
+            "mean_foreground_dice": float(m["dice"][1:].mean())}
+
+  result = fit(task, cfg, records.stage_dir(workdir, name), mesh, train, example,
+               eval_hook=lambda params, step: summarise(evaluate(params, "validation")))
+  test = summarise(evaluate(result.state.ema_params, "test"))
+  return dict(test=test, steps=int(result.state.step), skipped=int(result.state.skipped),
+              num_params=count_params(result.state.params), train_seconds=result.seconds,
+              train_img_per_s=result.img_per_s, checkpoints=os.path.join(name, "checkpoints"))
+
+
+def run_segmentor(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains the segmentor that Seg-CFT will use as its frozen predictor."""
+  return _train(config, workdir, "segmentor")
+
+
+def run_oracle(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains the evaluation-only oracle segmentor."""
+  return _train(config, workdir, "oracle")

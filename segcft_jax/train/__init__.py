@@ -1,0 +1,1 @@
+"""Generic training machinery shared by every stage: state, step, loop, sharding, checkpoints."""

@@ -1,0 +1,119 @@
+"""Orbax checkpoints of the train state and the data-iterator position.
+
+Each checkpoint step holds three items: `state` (the `TrainState`, sharded as in memory),
+`data` (the Grain iterator state of this process) and `meta` (JSON: step and the task's
+architecture fingerprint). Restoring checks the fingerprint first, so a checkpoint written
+for another architecture fails with a message instead of a shape error deep inside Orbax.
+A failed restore never deletes or rewrites anything on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+from segcft_jax.train import metrics_log
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint exists but cannot be used; the message says why and what to do."""
+
+
+def _canonical(obj: Any) -> Any:
+  return json.loads(json.dumps(metrics_log.to_jsonable(obj), sort_keys=True))
+
+
+def _differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+  out = []
+  for key in sorted(set(old) | set(new)):
+    a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += _differences(a, b, f"{prefix}{key}.")
+    elif a != b:
+      out.append(f"{prefix}{key}: {a} -> {b}")
+  return out
+
+
+class Checkpointer:
+  """Saves and restores `(state, data iterator)` under one directory.
+
+  Args:
+    directory: e.g. `<workdir>/segmentor/checkpoints`.
+    fingerprint: JSON-able architecture description stored with every step.
+    max_to_keep: number of most recent steps kept on disk.
+  """
+
+  def __init__(self, directory: str, fingerprint: Mapping[str, Any], max_to_keep: int = 2):
+    self.directory = os.path.abspath(directory)
+    self.fingerprint = _canonical(fingerprint)
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state: Any, data_iter: Any = None) -> None:
+    items = dict(state=ocp.args.StandardSave(state),
+                 meta=ocp.args.JsonSave({"step": int(step), "fingerprint": self.fingerprint}))
+    if data_iter is not None:
+      items["data"] = grain.checkpoint.CheckpointSave(data_iter)
+    self._manager.save(int(step), args=ocp.args.Composite(**items), force=True)
+
+  def _fail(self, step: int, problem: str) -> CheckpointError:
+    return CheckpointError(
+        f"Checkpoint {self.directory}/{step} {problem}\n"
+        f"Nothing was changed on disk. To start this stage afresh, use another --workdir or "
+        f"move {os.path.dirname(self.directory)} aside; to go back to an earlier checkpoint, "
+        f"move the step directory {step} aside.")
+
+  def check_fingerprint(self, step: int) -> None:
+    try:
+      meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._fail(step, f"has no readable metadata ({type(e).__name__}: {e}).") from e
+    old = meta.get("fingerprint", {}) if isinstance(meta, dict) else {}
+    if old != self.fingerprint:
+      diff = "; ".join(_differences(old, self.fingerprint)) or "unknown"
+      raise self._fail(step, f"was written for a different model or stage ({diff}).")
+
+  def restore(self, abstract_state: Any, data_iter: Any = None, step: int | None = None) -> Any:
+    """Restores the latest (or given) step into the shapes/shardings of `abstract_state`.
+
+    Args:
+      abstract_state: pytree of `jax.ShapeDtypeStruct` (with shardings) or arrays.
+      data_iter: a fresh Grain iterator whose position is restored in place.
+      step: the step to restore (default: latest).
+
+    Returns:
+      The restored state.
+
+    Raises:
+      CheckpointError: architecture mismatch or unreadable / corrupt files.
+    """
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise CheckpointError(f"No checkpoint in {self.directory}.")
+    self.check_fingerprint(step)
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+    items = dict(state=ocp.args.StandardRestore(target))
+    if data_iter is not None:
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._fail(step, f"could not be read: it is corrupt or incompatible "
+                             f"({type(e).__name__}: {str(e)[:300]}).") from e
+    return restored.state
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()

@@ -1,0 +1,32 @@
+"""Config defaults shared by every trained stage (imported by `configs/*.py`)."""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def optim_config(lr: float = 1e-3, warmup_steps: int = 100, weight_decay: float = 1e-4,
+                 grad_clip: float = 100.0, b1: float = 0.9, b2: float = 0.999,
+                 eps: float = 1e-8) -> ml_collections.ConfigDict:
+  """AdamW + warm-up + clipping settings (see `segcft_jax.train.optim`)."""
+  return ml_collections.ConfigDict(dict(lr=lr, warmup_steps=warmup_steps, b1=b1, b2=b2,
+                                        eps=eps, weight_decay=weight_decay,
+                                        grad_clip=grad_clip))
+
+
+def train_config(*, seed: int, batch_size: int, num_steps: int, log_every: int = 50,
+                 eval_every: int | None = None, ckpt_every: int | None = None,
+                 eval_batch_size: int | None = None, ema_rate: float = 0.999,
+                 grad_skip: float = 1e4, optim: ml_collections.ConfigDict | None = None,
+                 **extra) -> ml_collections.ConfigDict:
+  """The training fields `train.loop.fit` reads, plus stage-specific `extra` fields.
+
+  `grad_skip`: updates with pre-clip gradient norm >= this are skipped and counted;
+  more than `max_skip_fraction` skipped updates stop the stage with a message.
+  """
+  return ml_collections.ConfigDict(dict(
+      seed=seed, batch_size=batch_size, eval_batch_size=eval_batch_size or batch_size,
+      num_steps=num_steps, log_every=log_every, eval_every=eval_every or num_steps,
+      ckpt_every=ckpt_every or num_steps, ema_rate=ema_rate, grad_skip=grad_skip,
+      max_skip_fraction=0.25, min_steps_before_divergence_check=20,
+      optim=optim or optim_config(), **extra))

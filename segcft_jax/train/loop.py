@@ -1,0 +1,143 @@
+"""The one training loop every stage uses.
+
+`fit` creates the train state already sharded on the mesh (or restores it, with the data
+iterator, from the latest checkpoint), then runs the jitted, state-donating step until
+`num_steps`. It logs to `metrics.jsonl` every `log_every` steps (the only host round-trip),
+evaluates every `eval_every` steps, checkpoints every `ckpt_every` steps and at the end, and
+stops with a clear message when too many updates were skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import dataclasses
+import os
+import time
+from typing import Any, Callable, Mapping
+
+import jax
+import ml_collections
+import numpy as np
+
+from segcft_jax.train import checkpoint as ckpt_lib
+from segcft_jax.train import metrics_log, optim, sharding
+from segcft_jax.train import state as state_lib
+from segcft_jax.train.step import make_train_step
+from segcft_jax.train.task import Task
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+  """Too many updates were skipped for non-finite or oversized gradients."""
+
+
+@dataclasses.dataclass
+class FitResult:
+  """What `fit` returns: the final state and how the run went."""
+  state: state_lib.TrainState
+  steps_run: int
+  seconds: float
+  img_per_s: float | None
+
+
+def abstract_state(task: Task, cfg: ml_collections.ConfigDict, example: Mapping[str, Any],
+                   mesh) -> tuple[Any, Callable]:
+  """Shapes/shardings of the state and the function that builds it from a key."""
+  tx = optim.make_optimizer(cfg.optim)
+
+  def init_state(rng, batch):
+    return state_lib.create(task.init(rng, batch), tx)
+
+  abstract = jax.eval_shape(init_state, jax.random.PRNGKey(0), example)
+  rep = sharding.replicated(mesh)
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), abstract)
+  return abstract, init_state
+
+
+def _check_divergence(name: str, cfg, step: int, skipped: int, checkpointer) -> None:
+  if step < cfg.min_steps_before_divergence_check or skipped <= cfg.max_skip_fraction * step:
+    return
+  raise TrainingDiverged(
+      f"[{name}] {skipped} of {step} updates ({100 * skipped / step:.0f} %) were skipped "
+      f"because the loss or gradient norm was non-finite or >= grad_skip={cfg.grad_skip}. "
+      f"Lower the learning rate (config.{name}.optim.lr = {cfg.optim.lr}) or check the input "
+      f"data. The last checkpoint (step {checkpointer.latest_step()}) in "
+      f"{checkpointer.directory} is intact and will be resumed from.")
+
+
+def fit(task: Task,
+        cfg: ml_collections.ConfigDict,
+        stage_dir: str,
+        mesh,
+        train_data,
+        example: Mapping[str, np.ndarray],
+        frozen: Any = None,
+        eval_hook: Callable[[Any, int], Mapping[str, float]] | None = None) -> FitResult:
+  """Trains `task` to `cfg.num_steps`, resuming from `stage_dir/checkpoints` if present.
+
+  Args:
+    task: the stage's task.
+    cfg: the stage's config (seed, batch_size, num_steps, log_every, eval_every, ckpt_every,
+      ema_rate, grad_skip, max_skip_fraction, min_steps_before_divergence_check, optim).
+    stage_dir: output directory of the stage.
+    mesh: device mesh.
+    train_data: a Grain `IterDataset` of per-process host batches (infinite).
+    example: one host batch, used for shapes only.
+    frozen: frozen networks' parameters (replicated), passed to every step.
+    eval_hook: `(ema_params, step) -> metrics`, called every `eval_every` steps.
+
+  Returns:
+    A `FitResult`.
+  """
+  frozen = sharding.replicate({} if frozen is None else frozen, mesh)
+  checkpointer = ckpt_lib.Checkpointer(os.path.join(stage_dir, "checkpoints"), task.fingerprint)
+  abstract, init_state = abstract_state(task, cfg, example, mesh)
+  state_shardings = jax.tree.map(lambda a: a.sharding, abstract)
+  init_rng, step_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
+  data_iter = iter(train_data)
+
+  start = checkpointer.latest_step()
+  if start is None:
+    state = jax.jit(init_state, out_shardings=state_shardings)(init_rng, example)
+    start = 0
+  else:
+    state = checkpointer.restore(abstract, data_iter)
+    log.info("[%s] resumed from step %d of %d (%s)", task.name, start, cfg.num_steps,
+                 checkpointer.directory)
+  writer = metrics_log.MetricsWriter(os.path.join(stage_dir, "metrics.jsonl"))
+  if start:
+    writer.write({"event": "resume", "step": start})
+
+  step_fn = jax.jit(
+      make_train_step(task, optim.make_optimizer(cfg.optim), step_rng,
+                      grad_skip=cfg.grad_skip, ema_rate=cfg.ema_rate),
+      out_shardings=(state_shardings, sharding.replicated(mesh)),
+      donate_argnums=(0,))
+  progress = metrics_log.Progress(task.name, cfg.num_steps, start, cfg.batch_size)
+  t0, rates = time.perf_counter(), []
+  step = start
+  while step < cfg.num_steps:
+    batch = sharding.to_global(next(data_iter), mesh)
+    state, metrics = step_fn(state, batch, frozen)
+    step += 1
+    last = step == cfg.num_steps
+    if step % cfg.log_every == 0 or last:
+      metrics, skipped = jax.device_get((metrics, state.skipped))
+      rate = progress.rate(step)
+      if step - start > cfg.log_every:  # the first interval includes compilation
+        rates.append(rate)
+      record = metrics_log.to_jsonable(
+          dict(step=step, skipped_total=int(skipped), img_per_s=rate, **metrics))
+      writer.write(record)
+      progress.show(step, record, rate)
+      _check_divergence(task.name, cfg, step, int(skipped), checkpointer)
+    if eval_hook is not None and (step % cfg.eval_every == 0 or last):
+      writer.write(dict(step=step, split="validation", **eval_hook(state.ema_params, step)))
+    if step % cfg.ckpt_every == 0 or last:
+      checkpointer.save(step, state, data_iter)
+      # Wait: the next step donates the state buffers the async save may still be reading.
+      checkpointer.wait()
+  checkpointer.close()
+  return FitResult(state=state, steps_run=step - start, seconds=time.perf_counter() - t0,
+                   img_per_s=float(np.median(rates)) if rates else None)

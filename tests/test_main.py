@@ -1,0 +1,64 @@
+"""The command line: the quick pipeline end to end, resumability, and bad-input messages."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICK = "--config=configs/synth_chest.py:quick"
+
+
+def _main(*args, timeout=600):
+  return subprocess.run([sys.executable, "-m", "segcft_jax.main", *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("args,expected", [
+    ((QUICK, "--config.segmentor.num_stpes=3"),
+     "config.segmentor has no field 'num_stpes'. Valid fields of config.segmentor: "),
+    ((QUICK, "--config.dta.image_size=3"), "config has no field 'dta'"),
+    (("--config=configs/synth_chest.py:quik",), "valid variants: default, quick"),
+    ((QUICK, "--stages=data,segmentr"), "Unknown stage(s) ['segmentr']; valid stages"),
+])
+def test_bad_input_fails_at_once_with_the_valid_choices(args, expected, tmp_path):
+  r = _main(*args, f"--workdir={tmp_path}", timeout=120)
+  assert r.returncode != 0
+  assert expected in r.stderr, r.stderr[-2000:]
+  assert "Traceback" not in r.stderr
+  assert not os.listdir(tmp_path)  # Nothing ran, nothing written.
+
+
+def test_quick_pipeline_end_to_end_and_skip_on_rerun(tmp_path):
+  work = str(tmp_path / "run")
+  args = (QUICK, f"--workdir={work}", "--stages=data,segmentor,oracle",
+          "--config.segmentor.num_steps=24", "--config.oracle.num_steps=24")
+  r = _main(*args)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "ETA" in r.stderr  # The progress line.
+  for stage in ("data", "segmentor", "oracle"):
+    assert os.path.exists(os.path.join(work, stage, "summary.json"))
+    with open(os.path.join(work, stage, "config.json")) as f:
+      assert json.load(f)["variant"] == "quick"
+  seg = json.load(open(os.path.join(work, "segmentor", "summary.json")))
+  assert set(seg["test"]["dice"]) == {"background", "left_lung", "right_lung", "heart"}
+  assert 0.0 <= seg["test"]["mean_foreground_dice"] <= 1.0 and seg["steps"] == 24
+  lines = [json.loads(l) for l in open(os.path.join(work, "segmentor", "metrics.jsonl"))]
+  assert {"step", "loss", "img_per_s", "grad_norm"} <= set(lines[0])
+  assert any(l.get("split") == "validation" for l in lines)
+  data = json.load(open(os.path.join(work, "data", "summary.json")))
+  assert data["splits"] == {"train": 256, "validation": 64, "test": 64}
+
+  before = open(os.path.join(work, "segmentor", "summary.json")).read()
+  r = _main(*args)  # Everything is complete: every stage is skipped.
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert r.stderr.count("skipping") == 3
+  assert open(os.path.join(work, "segmentor", "summary.json")).read() == before
+
+
+def test_missing_dataset_gets_a_clear_message(tmp_path):
+  r = _main(QUICK, f"--workdir={tmp_path}", "--stages=segmentor", timeout=120)
+  assert r.returncode != 0
+  assert "is not built" in r.stderr and "--stages=data" in r.stderr
