@@ -19,7 +19,7 @@ from segcft_jax.train import defaults
 VARIANTS = ("default", "quick")
 
 
-def _unet(widths, blocks_per_level=2, norm_groups=8):
+def _unet(widths, blocks_per_level=1, norm_groups=8):
   return ml_collections.ConfigDict(dict(widths=tuple(widths), blocks_per_level=blocks_per_level,
                                         norm_groups=norm_groups))
 
@@ -49,7 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       num_validation=64 if quick else 500,
       num_test=64 if quick else 500))
 
-  steps = 60 if quick else 600
+  steps = 60 if quick else 400
   common = dict(batch_size=16 if quick else 32, num_steps=steps,
                 log_every=20 if quick else 50, eval_every=steps, ckpt_every=steps // 2,
                 eval_batch_size=32 if quick else 100, dice_weight=1.0,
@@ -57,9 +57,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                             warmup_steps=10 if quick else 50))
   # The training segmentor: frozen afterwards and used as Seg-CFT's predictor.
   c.segmentor = defaults.train_config(seed=1, **common,
-                                      model=_unet((8, 16) if quick else (16, 32, 64)))
+                                      model=_unet((8, 16) if quick else (8, 16, 32)))
   # The oracle: independently trained (other seed, other width), evaluation only.
   c.oracle = defaults.train_config(seed=2, **common,
-                                   model=_unet((12, 24) if quick else (24, 48, 96)))
+                                   model=_unet((12, 24) if quick else (12, 24, 48)))
   c.lock()
   return c

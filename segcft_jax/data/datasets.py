@@ -7,11 +7,22 @@ config from the `data` section, and which fields form the model inputs.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 from typing import Callable
 
 import ml_collections
 import tensorflow_datasets as tfds
+
+
+# name -> module defining CLASS_NAMES, MODEL_KEYS and make_builder(data_cfg, data_dir).
+# Modules are imported on first use, so an unused dataset costs nothing.
+_MODULES = {
+    "synth_chest": "segcft_jax.data.synth_chest",
+    "synth_vessel": "segcft_jax.data.synth_vessel",
+    "morphomnist": "segcft_jax.data.morphomnist",
+    "padchest": "segcft_jax.data.padchest",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,28 +39,14 @@ class DatasetSpec:
   model_keys: tuple[str, ...]
 
 
-def _synth_chest_builder(cfg: ml_collections.ConfigDict, data_dir: str):
-  from segcft_jax.data import synth_chest  # pylint: disable=g-import-not-at-top
-  config = synth_chest.SynthChestConfig.make(cfg.image_size, cfg.num_train,
-                                             cfg.num_validation, cfg.num_test, cfg.seed)
-  return synth_chest.SynthChest(config=config, data_dir=data_dir, file_format="array_record")
-
-
-_REGISTRY = {
-    "synth_chest": DatasetSpec(
-        make_builder=_synth_chest_builder,
-        class_names=("background", "left_lung", "right_lung", "heart"),
-        model_keys=("image", "mask", "sex", "age", "left_lung_area", "right_lung_area",
-                    "heart_area")),
-}
-
-
 def spec(name: str) -> DatasetSpec:
   """The registry entry for `name`, or a ValueError listing the known datasets."""
-  if name not in _REGISTRY:
+  if name not in _MODULES:
     raise ValueError(f"Unknown dataset {name!r} in config.data.name; "
-                     f"known datasets: {sorted(_REGISTRY)}.")
-  return _REGISTRY[name]
+                     f"known datasets: {sorted(_MODULES)}.")
+  module = importlib.import_module(_MODULES[name])
+  return DatasetSpec(make_builder=module.make_builder, class_names=tuple(module.CLASS_NAMES),
+                     model_keys=tuple(module.MODEL_KEYS))
 
 
 def data_dir(cfg: ml_collections.ConfigDict, workdir: str) -> str:
@@ -60,6 +57,20 @@ def data_dir(cfg: ml_collections.ConfigDict, workdir: str) -> str:
 def builder(cfg: ml_collections.ConfigDict, workdir: str) -> tfds.core.DatasetBuilder:
   """The (possibly not yet prepared) builder for `config.data`."""
   return spec(cfg.name).make_builder(cfg, data_dir(cfg, workdir))
+
+
+def open_split(b: tfds.core.DatasetBuilder, split: str):
+  """Random-access source of one split, failing clearly on missing or unreadable files."""
+  try:
+    source = b.as_data_source(split)
+    if len(source):
+      source[0]  # Reads one record: catches truncated or corrupt files early.
+    return source
+  except Exception as e:  # pylint: disable=broad-except
+    raise FileNotFoundError(
+        f"Split {split!r} of the dataset in {b.data_path} cannot be read "
+        f"({type(e).__name__}: {str(e)[:200]}). Move that directory aside and rebuild it "
+        f"with --stages=data.") from e
 
 
 def prepared_builder(cfg: ml_collections.ConfigDict, workdir: str) -> tfds.core.DatasetBuilder:

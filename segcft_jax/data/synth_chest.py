@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -16,6 +17,8 @@ from segcft_jax.data import phantom_chest
 
 SPLITS = ("train", "validation", "test")
 SCALARS = ("age", "left_lung_area", "right_lung_area", "heart_area")
+CLASS_NAMES = phantom_chest.CLASS_NAMES
+MODEL_KEYS = ("image", "mask", "sex", *SCALARS)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -42,7 +45,9 @@ class SynthChest(tfds.core.GeneratorBasedBuilder):
   """Procedural chest-radiograph phantom with masks, scalar variables and render parameters."""
 
   VERSION = tfds.core.Version("1.0.0")
-  BUILDER_CONFIGS = [SynthChestConfig.make(64, 4000, 500, 500, 0)]
+  # Builds are always requested with a `SynthChestConfig.make(...)` instance, whose name
+  # encodes sizes and seed; TFDS needs one registered config, named so it never collides.
+  BUILDER_CONFIGS = [SynthChestConfig(name="default")]
 
   def _info(self) -> tfds.core.DatasetInfo:
     s = self.builder_config.image_size
@@ -75,3 +80,10 @@ class SynthChest(tfds.core.GeneratorBasedBuilder):
       record["sex"] = int(ex["sex"])
       record["index"] = i
       yield i, record
+
+
+def make_builder(cfg: ml_collections.ConfigDict, data_dir: str) -> SynthChest:
+  """The builder for the `data` config section (image_size, num_*, seed)."""
+  config = SynthChestConfig.make(cfg.image_size, cfg.num_train, cfg.num_validation,
+                                 cfg.num_test, cfg.seed)
+  return SynthChest(config=config, data_dir=data_dir, file_format="array_record")

@@ -68,11 +68,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str, name: str) -> dict:
   local_bs = sharding.check_batch_size(cfg.batch_size, mesh, f"config.{name}.batch_size")
   eval_bs = sharding.check_batch_size(cfg.eval_batch_size, mesh, f"config.{name}.eval_batch_size")
 
-  train = pipeline.train_dataset(builder.as_data_source("train"), KEYS, local_bs, cfg.seed)
+  train = pipeline.train_dataset(datasets.open_split(builder, "train"), KEYS, local_bs, cfg.seed)
   example = next(iter(train))
   task = segmentation_task(name, cfg.model, spec.class_names, cfg.dice_weight)
   evaluator = Evaluator(task.eval_fn, mesh)
-  sources = {s: builder.as_data_source(s) for s in ("validation", "test")}
+  sources = {s: datasets.open_split(builder, s) for s in ("validation", "test")}
 
   def evaluate(params, split):
     return evaluator(params, pipeline.eval_batches(sources[split], KEYS, eval_bs))

@@ -76,5 +76,11 @@ def test_stored_render_parameters_reproduce_and_counterfactual(built):
 def test_prepared_builder_names_the_missing_dataset(tmp_path):
   with pytest.raises(FileNotFoundError, match="--stages=data"):
     datasets.prepared_builder(_data_cfg(), str(tmp_path))
+  b = datasets.builder(_data_cfg(num_train=8, num_validation=4, num_test=4), str(tmp_path))
+  b.download_and_prepare(file_format="array_record")
+  for f in b.data_path.glob("*test.array_record*"):
+    f.write_bytes(f.read_bytes()[:40])  # truncated
+  with pytest.raises(FileNotFoundError, match="cannot be read.*rebuild it"):
+    datasets.open_split(b, "test")
   with pytest.raises(ValueError, match="known datasets"):
     datasets.spec("chest_xray_9000")
