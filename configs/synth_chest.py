@@ -7,9 +7,10 @@ Run (2 CPU cores, no downloads; synthetic data):
 Variants (the argument after the colon): `default` (CPU-sized main job, 64x64) and `quick`
 (32x32, tiny; used by tests and smoke runs). Override any field with `--config.a.b=value`.
 
-Measured results (synthetic data, 2-core CPU; see README for the commands and timings):
-  default: segmentor test Dice (left lung / right lung / heart) RESULT_DEFAULT_DICE
-  quick:   data+segmentor+oracle in RESULT_QUICK_TIME
+Measured results (synthetic data, 2-core CPU, 2026-11-23; the commands above):
+  default: segmentor test Dice left lung 0.992 / right lung 0.994 / heart 0.989; oracle
+           0.992 / 0.994 / 0.990; whole run 4 min 5 s (cores shared with other jobs).
+  quick:   data + segmentor + oracle in 21.5 s; segmentor Dice 0.97 / 0.98 / 0.97.
 """
 
 import ml_collections
