@@ -9,7 +9,6 @@ The workdir defaults to `runs/<config name>[_<variant>]`. Multi-process runs cal
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import sys
@@ -17,6 +16,8 @@ import sys
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
+
+from segcft_jax import config_files
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, optionally with a variant: configs/synth_chest.py:quick.",
@@ -36,21 +37,13 @@ _CACHE = flags.DEFINE_string(
 _USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError)
 
 
-def _load_config_module(path: str):
-  spec = importlib.util.spec_from_file_location("_segcft_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def _explain_override(argv: list[str]) -> str | None:
   """Names the first `--config.a.b=v` whose field does not exist, with the valid choices."""
   spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
   if spec is None:
     return None
-  path, _, arg = spec.partition(":")
   try:
-    config = _load_config_module(path).get_config(arg or None)
+    config = config_files.load(spec)
   except Exception:  # pylint: disable=broad-except
     return None
   for a in argv:

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import ml_collections
 
-from segcft_jax.stages import data, records, segmentor
+from segcft_jax.stages import data, records, regressor, segmentor
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,7 @@ REGISTRY: dict[str, StageFn] = {
     "data": data.run,
     "segmentor": segmentor.run_segmentor,
     "oracle": segmentor.run_oracle,
+    "regressor": regressor.run,
 }
 
 

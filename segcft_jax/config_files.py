@@ -1,0 +1,25 @@
+"""Loading `configs/<name>.py[:variant]` files from Python (the CLI uses config_flags)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import ml_collections
+
+
+def load_module(path: str):
+  """Imports a config file by path (it need not be on `sys.path`)."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"Config file {path} does not exist.")
+  spec = importlib.util.spec_from_file_location(
+      f"_segcft_config_{os.path.splitext(os.path.basename(path))[0]}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def load(spec: str) -> ml_collections.ConfigDict:
+  """`load("configs/synth_chest.py:quick")` -> the locked config of that variant."""
+  path, _, arg = spec.partition(":")
+  return load_module(path).get_config(arg or None)

@@ -1,0 +1,156 @@
+"""`regressor` stage: the anticausal CNN that Reg-CFT uses as its frozen predictor.
+
+For each variable v in `config.regressor.variables` the network predicts, from the image
+alone, a Gaussian over the standardised value y = (v - m_v) / s_v (continuous; loss
+0.5 ((y - mu) / sigma)^2 + log sigma, sigma = softplus(.) + 1e-3, or plain squared error with
+`loss="mse"`) or a Bernoulli logit (binary; cross-entropy). m_v, s_v are the train-split mean
+and std, saved in `regressor/target_stats.json` so predictions come back in data units.
+It is trained on the same images as the segmentor and is free to use the brightness shortcut
+of the synthetic datasets (SPEC §2) — that is the point of the Reg-CFT baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from segcft_jax.data import datasets, pipeline
+from segcft_jax.models.regressor import Regressor
+from segcft_jax.stages import records
+from segcft_jax.train import metrics_log, sharding
+from segcft_jax.train.evaluate import Evaluator
+from segcft_jax.train.loop import fit
+from segcft_jax.train.state import count_params
+from segcft_jax.train.task import Task
+
+STATS_FILE = "target_stats.json"
+
+
+def variable_types(config: ml_collections.ConfigDict, names: Sequence[str]) -> dict[str, str]:
+  """Type of each regressed variable from `config.scm.variables` (continuous or binary)."""
+  types = {}
+  for n in names:
+    if n not in config.scm.variables:
+      raise ValueError(f"config.regressor.variables names {n!r}, which is not a variable of "
+                       f"config.scm.variables ({', '.join(config.scm.variables)}).")
+    t = config.scm.variables[n].type
+    if t not in ("continuous", "binary"):
+      raise ValueError(f"The regressor predicts continuous or binary variables; {n!r} is {t}.")
+    types[n] = t
+  return types
+
+
+def target_stats(source, names: Sequence[str]) -> dict[str, tuple[float, float]]:
+  """Train-split mean and std of each variable."""
+  values = {n: np.array([float(source[i][n]) for i in range(len(source))]) for n in names}
+  return {n: (float(v.mean()), float(v.std() + 1e-8)) for n, v in values.items()}
+
+
+def predict(model: Regressor, params, x: jax.Array, types: Mapping[str, str],
+            stats: Mapping[str, tuple[float, float]]) -> dict[str, jax.Array]:
+  """`measure(x)` of Reg-CFT: per-variable predictions in data units (binary: probability)."""
+  out = model.apply({"params": params}, x)  # [B, 2 * n]
+  result = {}
+  for i, (n, t) in enumerate(types.items()):
+    if t == "binary":
+      result[n] = jax.nn.sigmoid(out[:, 2 * i])
+    else:
+      m, s = stats[n]
+      result[n] = out[:, 2 * i] * s + m
+  return result
+
+
+def regression_task(cfg: ml_collections.ConfigDict, types: Mapping[str, str],
+                    stats: Mapping[str, tuple[float, float]]) -> Task:
+  """Per-example eval metrics: absolute error and absolute percentage error per variable."""
+  model = Regressor(outputs=2 * len(types), width=cfg.model.width,
+                    norm_groups=cfg.model.norm_groups)
+
+  def per_variable_loss(params, batch):
+    out = model.apply({"params": params}, batch["image"])
+    losses = {}
+    for i, (n, t) in enumerate(types.items()):
+      a, b = out[:, 2 * i], out[:, 2 * i + 1]
+      if t == "binary":
+        y = batch[n]
+        losses[n] = jnp.logaddexp(0.0, a) - y * a  # Bernoulli NLL with logit a
+      else:
+        m, s = stats[n]
+        y = (batch[n] - m) / s
+        if cfg.loss == "mse":
+          losses[n] = 0.5 * (a - y) ** 2
+        else:
+          sigma = jax.nn.softplus(b) + 1e-3
+          losses[n] = 0.5 * ((y - a) / sigma) ** 2 + jnp.log(sigma)
+    return losses
+
+  def loss_fn(params, batch, rng, frozen):
+    del rng, frozen
+    losses = per_variable_loss(params, batch)
+    total = sum(v.mean() for v in losses.values())
+    return total, {f"loss_{n}": v.mean() for n, v in losses.items()}
+
+  def eval_fn(params, batch, frozen):
+    del frozen
+    pred = predict(model, params, batch["image"], types, stats)
+    metrics = {}
+    for n, t in types.items():
+      err = jnp.abs(pred[n] - batch[n])
+      if t == "binary":
+        metrics[f"{n}/accuracy"] = (jnp.round(pred[n]) == batch[n]).astype(jnp.float32)
+      else:
+        metrics[f"{n}/mae"] = err
+        metrics[f"{n}/mape"] = 100.0 * err / jnp.maximum(jnp.abs(batch[n]), 1e-8)
+    return metrics
+
+  def init(rng, batch):
+    return model.init(rng, jnp.asarray(batch["image"][:1]))["params"]
+
+  fingerprint = {"task": "regressor", "model": cfg.model.to_dict(), "variables": dict(types),
+                 "loss": cfg.loss}
+  return Task(name="regressor", init=init, loss_fn=loss_fn, eval_fn=eval_fn,
+              fingerprint=fingerprint)
+
+
+def load_stats(workdir: str) -> dict[str, tuple[float, float]]:
+  with open(os.path.join(records.stage_dir(workdir, "regressor"), STATS_FILE)) as f:
+    return {k: tuple(v) for k, v in json.load(f).items()}
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains the regressor and reports test MAE / MAPE per variable."""
+  cfg = config.regressor
+  types = variable_types(config, cfg.variables)
+  keys = ("image", *types)
+  builder = datasets.prepared_builder(config.data, workdir)
+  mesh = sharding.make_mesh(config.mesh.num_devices)
+  local_bs = sharding.check_batch_size(cfg.batch_size, mesh, "config.regressor.batch_size")
+  eval_bs = sharding.check_batch_size(cfg.eval_batch_size, mesh,
+                                      "config.regressor.eval_batch_size")
+  train_source = datasets.open_split(builder, "train")
+  stats_path = os.path.join(records.stage_dir(workdir, "regressor"), STATS_FILE)
+  if os.path.exists(stats_path):  # A resumed run must standardise exactly as before.
+    stats = load_stats(workdir)
+  else:
+    stats = target_stats(train_source, list(types))
+    metrics_log.write_json(stats_path, stats)
+  train = pipeline.train_dataset(train_source, keys, local_bs, cfg.seed)
+  task = regression_task(cfg, types, stats)
+  evaluator = Evaluator(task.eval_fn, mesh)
+  sources = {s: datasets.open_split(builder, s) for s in ("validation", "test")}
+
+  def evaluate(params, split):
+    m = evaluator(params, pipeline.eval_batches(sources[split], keys, eval_bs))
+    return {k: float(v) for k, v in m.items()}
+
+  result = fit(task, cfg, records.stage_dir(workdir, "regressor"), mesh, train,
+               next(iter(train)), eval_hook=lambda p, step: evaluate(p, "validation"))
+  return dict(test=evaluate(result.state.ema_params, "test"), steps=int(result.state.step),
+              skipped=int(result.state.skipped), num_params=count_params(result.state.params),
+              train_seconds=result.seconds, train_img_per_s=result.img_per_s)
