@@ -4,7 +4,8 @@
       [--workdir=DIR] [--stages=data,segmentor]
 
 The workdir defaults to `runs/<config name>[_<variant>]`. Multi-process runs call
-`jax.distributed.initialize` only when `--coordinator_address` (or `--num_processes`) is given.
+`jax.distributed.initialize` only when `--coordinator_address`/`--num_processes` are given or
+a SLURM job / TPU slice is detected (`train.distributed`).
 """
 
 from __future__ import annotations
@@ -79,14 +80,6 @@ def default_workdir(config) -> str:
   return os.path.join("runs", f"{config.name}{suffix}")
 
 
-def _maybe_initialize_distributed() -> None:
-  import jax  # pylint: disable=g-import-not-at-top
-  if _COORDINATOR.value or _NUM_PROCESSES.value:
-    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                               num_processes=_NUM_PROCESSES.value,
-                               process_id=_PROCESS_ID.value)
-
-
 def _enable_compilation_cache() -> None:
   import jax  # pylint: disable=g-import-not-at-top
   if _CACHE.value:
@@ -124,14 +117,19 @@ def main(argv: list[str]) -> None:
   _enable_compilation_cache()
   import jax  # pylint: disable=g-import-not-at-top
   jax.config.update("jax_threefry_partitionable", bool(config.threefry_partitionable))
-  _maybe_initialize_distributed()
+  from segcft_jax.train import distributed  # pylint: disable=g-import-not-at-top
+  try:
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    distributed.check_same_config(config)
+  except ValueError as e:
+    distributed.fail(str(e))
   workdir = _WORKDIR.value or default_workdir(config)
   logging.getLogger("segcft_jax").info("workdir %s, stages %s", workdir, ", ".join(names))
   try:
     stages.run_stages(config, workdir, names)
   except _USER_ERRORS as e:
     logging.getLogger("segcft_jax").debug("stage failed", exc_info=True)
-    sys.exit(f"error: {e}")
+    distributed.fail(str(e))
 
 
 if __name__ == "__main__":

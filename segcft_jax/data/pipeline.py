@@ -1,9 +1,13 @@
-"""Grain input pipelines: TFDS array_record source -> per-process shard -> batches.
+"""Grain input pipelines: TFDS array_record source -> per-process part -> batches.
 
-Training: shard by JAX process, shuffle with the config seed, repeat forever (reshuffling each
-epoch), decode, batch with drop_remainder. Evaluation: shard, decode, pad the last batch and
-mark padding with `valid = 0`; every process yields the same number of batches so collective
-steps stay in lock-step. Images become float32 in [-1, 1] = (uint8 - 127.5) / 127.5.
+Training: one global order for every process count — shuffle the whole split with the config
+seed and repeat forever (reshuffling each epoch); global batch k is elements
+[k B, (k + 1) B) of that order and process p reads only its slice [p b, (p + 1) b) of it
+(b = B / processes). Concatenating the processes' batches therefore gives exactly the batch a
+single process would see, so results do not depend on how many hosts run the job, and the data
+position after k steps is recomputable from k alone. Evaluation: shard, decode, pad the last
+batch and mark padding with `valid = 0`; every process yields the same number of batches so
+collective steps stay in lock-step. Images become float32 in [-1, 1] = (uint8 - 127.5) / 127.5.
 """
 
 from __future__ import annotations
@@ -35,22 +39,49 @@ class Decode(grain.transforms.Map):
     return out
 
 
+class ProcessSlice(grain.MapDataset):
+  """Process `index`'s part of every global batch: local element j is global element
+  (j // b) * b * count + index * b + j % b, with b the per-process batch size."""
+
+  def __init__(self, parent: grain.MapDataset, index: int, count: int, per_process: int):
+    super().__init__(parent)
+    self._index, self._count, self._b = index, count, per_process
+
+  def __len__(self) -> int:
+    return len(self._parent) // self._count
+
+  def __getitem__(self, j):
+    if isinstance(j, slice):
+      return self.slice(j)
+    q, r = divmod(j, self._b)
+    return self._parent[(q * self._count + self._index) * self._b + r]
+
+
 def _process_shard(source) -> grain.MapDataset:
   ds = grain.MapDataset.source(source)
   return ds[jax.process_index()::jax.process_count()]
 
 
-def train_dataset(source, keys: Sequence[str], batch_size: int, seed: int,
-                  num_threads: int = 2) -> grain.IterDataset:
-  """Infinite, shuffled, batched training data of this process (checkpointable iterator)."""
-  ds = _process_shard(source)
-  if len(ds) < batch_size:
-    raise ValueError(f"The training split has {len(ds)} examples for this process, fewer than "
-                     f"one batch ({batch_size}); lower the batch size or build more data.")
-  ds = ds.seed(seed).shuffle().repeat(None).map(Decode(keys)).batch(batch_size,
-                                                                     drop_remainder=True)
-  return ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
-                                              prefetch_buffer_size=2 * max(num_threads, 1)))
+def train_dataset(source, keys: Sequence[str], batch_size: int, seed: int) -> grain.MapDataset:
+  """Infinite, shuffled batches of this process (`batch_size` = per-process batch).
+
+  Returns a MapDataset: batch k is `ds[k]`, so `ds[k:]` resumes after k steps; turn it into a
+  checkpointable iterator with `to_iter`.
+  """
+  count = jax.process_count()
+  if len(source) < batch_size * count:
+    raise ValueError(f"The training split has {len(source)} examples, fewer than one global "
+                     f"batch ({batch_size * count}); lower the batch size or build more data.")
+  ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(None)
+  if count > 1:
+    ds = ProcessSlice(ds, jax.process_index(), count, batch_size)
+  return ds.map(Decode(keys)).batch(batch_size, drop_remainder=True)
+
+
+def to_iter(ds: grain.MapDataset, num_threads: int = 2) -> grain.DatasetIterator:
+  """A prefetching iterator over `ds` whose state Orbax/Grain can checkpoint."""
+  read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * max(num_threads, 1))
+  return iter(ds.to_iter_dataset(read))
 
 
 def eval_batches(source, keys: Sequence[str], batch_size: int) -> Iterator[dict[str, np.ndarray]]:

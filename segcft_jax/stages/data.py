@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import time
 
+import jax
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
 from segcft_jax.data import datasets
+from segcft_jax.train import distributed
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +35,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   t0 = time.perf_counter()
   if builder.is_prepared():
     log.info("[data] %s already built at %s", config.data.name, builder.data_path)
-  else:
+  elif jax.process_index() == 0:  # One writer; the other processes wait at the barrier.
     log.info("[data] building %s at %s", config.data.name, builder.data_path)
     tfds.disable_progress_bar()
     builder.download_and_prepare(file_format="array_record")
+  distributed.barrier("data_built")
+  builder = datasets.prepared_builder(config.data, workdir)
   seconds = time.perf_counter() - t0
   scalars = [k for k in datasets.spec(config.data.name).model_keys
              if k not in ("image", "mask", "regions")]

@@ -150,7 +150,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return {k: float(v) for k, v in m.items()}
 
   result = fit(task, cfg, records.stage_dir(workdir, "regressor"), mesh, train,
-               next(iter(train)), eval_hook=lambda p, step: evaluate(p, "validation"))
+               eval_hook=lambda p, step: evaluate(p, "validation"))
   return dict(test=evaluate(result.state.ema_params, "test"), steps=int(result.state.step),
               skipped=int(result.state.skipped), num_params=count_params(result.state.params),
               train_seconds=result.seconds, train_img_per_s=result.img_per_s)

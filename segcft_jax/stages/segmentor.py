@@ -69,7 +69,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str, name: str) -> dict:
   eval_bs = sharding.check_batch_size(cfg.eval_batch_size, mesh, f"config.{name}.eval_batch_size")
 
   train = pipeline.train_dataset(datasets.open_split(builder, "train"), KEYS, local_bs, cfg.seed)
-  example = next(iter(train))
   task = segmentation_task(name, cfg.model, spec.class_names, cfg.dice_weight)
   evaluator = Evaluator(task.eval_fn, mesh)
   sources = {s: datasets.open_split(builder, s) for s in ("validation", "test")}
@@ -81,7 +80,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, name: str) -> dict:
     return {"ce": m["ce"], "dice": dict(zip(spec.class_names, m["dice"])),
             "mean_foreground_dice": float(m["dice"][1:].mean())}
 
-  result = fit(task, cfg, records.stage_dir(workdir, name), mesh, train, example,
+  result = fit(task, cfg, records.stage_dir(workdir, name), mesh, train,
                eval_hook=lambda params, step: summarise(evaluate(params, "validation")))
   test = summarise(evaluate(result.state.ema_params, "test"))
   return dict(test=test, steps=int(result.state.step), skipped=int(result.state.skipped),

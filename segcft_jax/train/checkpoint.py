@@ -58,9 +58,12 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def save(self, step: int, state: Any, data_iter: Any = None) -> None:
-    items = dict(state=ocp.args.StandardSave(state),
-                 meta=ocp.args.JsonSave({"step": int(step), "fingerprint": self.fingerprint}))
+  def save(self, step: int, state: Any, data_iter: Any = None,
+           meta: Mapping[str, Any] | None = None) -> None:
+    """Saves `state`, this process's `data_iter` position and JSON `meta` at `step`."""
+    meta = dict(meta or {}, step=int(step), fingerprint=self.fingerprint,
+                process_count=jax.process_count())
+    items = dict(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
     if data_iter is not None:
       items["data"] = grain.checkpoint.CheckpointSave(data_iter)
     self._manager.save(int(step), args=ocp.args.Composite(**items), force=True)
@@ -72,12 +75,16 @@ class Checkpointer:
         f"move {os.path.dirname(self.directory)} aside; to go back to an earlier checkpoint, "
         f"move the step directory {step} aside.")
 
-  def check_fingerprint(self, step: int) -> None:
+  def read_meta(self, step: int) -> dict:
+    """The JSON metadata saved with `step`."""
     try:
       meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
     except Exception as e:  # pylint: disable=broad-except
       raise self._fail(step, f"has no readable metadata ({type(e).__name__}: {e}).") from e
-    old = meta.get("fingerprint", {}) if isinstance(meta, dict) else {}
+    return meta if isinstance(meta, dict) else {}
+
+  def check_fingerprint(self, step: int) -> None:
+    old = self.read_meta(step).get("fingerprint", {})
     if old != self.fingerprint:
       diff = "; ".join(_differences(old, self.fingerprint)) or "unknown"
       raise self._fail(step, f"was written for a different model or stage ({diff}).")

@@ -19,6 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from segcft_jax.data import pipeline
 from segcft_jax.train import checkpoint as ckpt_lib
 from segcft_jax.train import metrics_log, optim, sharding
 from segcft_jax.train import state as state_lib
@@ -71,7 +72,6 @@ def fit(task: Task,
         stage_dir: str,
         mesh,
         train_data,
-        example: Mapping[str, np.ndarray],
         frozen: Any = None,
         eval_hook: Callable[[Any, int], Mapping[str, float]] | None = None) -> FitResult:
   """Trains `task` to `cfg.num_steps`, resuming from `stage_dir/checkpoints` if present.
@@ -82,8 +82,8 @@ def fit(task: Task,
       ema_rate, grad_skip, max_skip_fraction, min_steps_before_divergence_check, optim).
     stage_dir: output directory of the stage.
     mesh: device mesh.
-    train_data: a Grain `IterDataset` of per-process host batches (infinite).
-    example: one host batch, used for shapes only.
+    train_data: Grain `MapDataset` of this process's host batches (infinite); batch k is
+      the one used at step k (see `data.pipeline.train_dataset`).
     frozen: frozen networks' parameters (replicated), passed to every step.
     eval_hook: `(ema_params, step) -> metrics`, called every `eval_every` steps.
 
@@ -92,17 +92,29 @@ def fit(task: Task,
   """
   frozen = sharding.replicate({} if frozen is None else frozen, mesh)
   checkpointer = ckpt_lib.Checkpointer(os.path.join(stage_dir, "checkpoints"), task.fingerprint)
+  example = train_data[0]  # Shapes only.
   abstract, init_state = abstract_state(task, cfg, example, mesh)
   state_shardings = jax.tree.map(lambda a: a.sharding, abstract)
   init_rng, step_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
-  data_iter = iter(train_data)
 
   start = checkpointer.latest_step()
   if start is None:
     state = jax.jit(init_state, out_shardings=state_shardings)(init_rng, example)
-    start = 0
+    start = offset = 0
+    data_iter = pipeline.to_iter(train_data)
   else:
-    state = checkpointer.restore(abstract, data_iter)
+    meta = checkpointer.read_meta(start)
+    if meta.get("process_count") == jax.process_count():
+      # Same layout: continue this process's saved Grain iterator.
+      offset = int(meta.get("data_offset", 0))
+      data_iter = pipeline.to_iter(train_data[offset:])
+      state = checkpointer.restore(abstract, data_iter)
+    else:
+      # Another number of processes: the global data order depends only on the step, so
+      # the position is recomputed instead of restored.
+      offset = start
+      data_iter = pipeline.to_iter(train_data[offset:])
+      state = checkpointer.restore(abstract)
     log.info("[%s] resumed from step %d of %d (%s)", task.name, start, cfg.num_steps,
                  checkpointer.directory)
   writer = metrics_log.MetricsWriter(os.path.join(stage_dir, "metrics.jsonl"))
@@ -135,7 +147,7 @@ def fit(task: Task,
     if eval_hook is not None and (step % cfg.eval_every == 0 or last):
       writer.write(dict(step=step, split="validation", **eval_hook(state.ema_params, step)))
     if step % cfg.ckpt_every == 0 or last:
-      checkpointer.save(step, state, data_iter)
+      checkpointer.save(step, state, data_iter, meta={"data_offset": offset})
       # Wait: the next step donates the state buffers the async save may still be reading.
       checkpointer.wait()
   checkpointer.close()

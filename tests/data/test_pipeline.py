@@ -25,16 +25,33 @@ def test_decode_normalises_images_to_unit_range():
 
 def test_train_dataset_is_deterministic_and_covers_each_epoch():
   keys = ("image", "age")
-  take = lambda seed: [_ids(b) for b, _ in zip(pipeline.train_dataset(_source(), keys, 5, seed,
-                                                                      num_threads=0), range(4))]
+  take = lambda seed: [_ids(b) for b, _ in zip(
+      pipeline.to_iter(pipeline.train_dataset(_source(), keys, 5, seed), num_threads=0),
+      range(4))]
   a, b, c = take(0), take(0), take(1)
   assert a == b and a != c
   assert sorted(a[0] + a[1]) == list(range(10)) == sorted(a[2] + a[3])
   assert a[0] + a[1] != a[2] + a[3]  # reshuffled between epochs
 
 
+def test_process_slices_concatenate_to_the_single_process_batch():
+  base = pipeline.train_dataset(_source(12), ("age",), 4, seed=3)
+  parts = [pipeline.ProcessSlice(
+      pipeline.grain.MapDataset.source(_source(12)).seed(3).shuffle().repeat(None), p, 2, 2)
+           for p in range(2)]
+  for k in range(5):  # over an epoch boundary
+    joined = [float(parts[p][k * 2 + i]["age"]) for p in range(2) for i in range(2)]
+    assert joined == base[k]["age"].tolist()
+
+
+def test_resuming_at_step_k_is_slicing():
+  ds = pipeline.train_dataset(_source(), ("age",), 5, seed=0)
+  it = pipeline.to_iter(ds[3:], num_threads=0)
+  assert _ids(next(it)) == _ids(ds[3])
+
+
 def test_train_dataset_rejects_a_split_smaller_than_a_batch():
-  with pytest.raises(ValueError, match="fewer than one batch"):
+  with pytest.raises(ValueError, match="fewer than one global batch"):
     pipeline.train_dataset(_source(3), ("age",), 4, 0)
 
 

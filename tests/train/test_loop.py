@@ -39,8 +39,8 @@ def _cfg(num_steps, ckpt_every=None, **kw):
 def _fit(stage_dir, cfg, mesh, task=None):
   task = task or segmentation_task("toyseg", cfg.model, ("bg", "fg"), 1.0)
   local = sharding.check_batch_size(cfg.batch_size, mesh)
-  data = pipeline.train_dataset(_records(), KEYS, local, seed=cfg.seed, num_threads=0)
-  return fit(task, cfg, stage_dir, mesh, data, next(iter(data)))
+  data = pipeline.train_dataset(_records(), KEYS, local, seed=cfg.seed)
+  return fit(task, cfg, stage_dir, mesh, data)
 
 
 def _max_diff(a, b):
