@@ -63,7 +63,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # CI machine); both are sharding-invariant but draw different numbers, so it is recorded.
   c.threefry_partitionable = False
   c.stages = ("data", "segmentor", "oracle")
-  c.mesh = ml_collections.ConfigDict(dict(num_devices=-1))
+  # Devices (-1: all); fsdp > 1 shards parameters over groups of that many devices.
+  c.mesh = ml_collections.ConfigDict(dict(num_devices=-1, fsdp=1, fsdp_min_size=2 ** 14))
 
   c.data = ml_collections.ConfigDict(dict(
       name="synth_chest", data_dir="", seed=0,

@@ -20,13 +20,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from segcft_jax.data import datasets, pipeline
 from segcft_jax.models.regressor import Regressor
-from segcft_jax.stages import records
-from segcft_jax.train import metrics_log, sharding
-from segcft_jax.train.evaluate import Evaluator
-from segcft_jax.train.loop import fit
-from segcft_jax.train.state import count_params
+from segcft_jax.stages import records, setup
+from segcft_jax.train import metrics_log
 from segcft_jax.train.task import Task
 
 STATS_FILE = "target_stats.json"
@@ -127,30 +123,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains the regressor and reports test MAE / MAPE per variable."""
   cfg = config.regressor
   types = variable_types(config, cfg.variables)
-  keys = ("image", *types)
-  builder = datasets.prepared_builder(config.data, workdir)
-  mesh = sharding.make_mesh(config.mesh.num_devices)
-  local_bs = sharding.check_batch_size(cfg.batch_size, mesh, "config.regressor.batch_size")
-  eval_bs = sharding.check_batch_size(cfg.eval_batch_size, mesh,
-                                      "config.regressor.eval_batch_size")
-  train_source = datasets.open_split(builder, "train")
+  data = setup.prepare(config, workdir, "regressor", ("image", *types))
   stats_path = os.path.join(records.stage_dir(workdir, "regressor"), STATS_FILE)
   if os.path.exists(stats_path):  # A resumed run must standardise exactly as before.
     stats = load_stats(workdir)
   else:
-    stats = target_stats(train_source, list(types))
+    stats = target_stats(data.sources["train"], list(types))
     metrics_log.write_json(stats_path, stats)
-  train = pipeline.train_dataset(train_source, keys, local_bs, cfg.seed)
   task = regression_task(cfg, types, stats)
-  evaluator = Evaluator(task.eval_fn, mesh)
-  sources = {s: datasets.open_split(builder, s) for s in ("validation", "test")}
-
-  def evaluate(params, split):
-    m = evaluator(params, pipeline.eval_batches(sources[split], keys, eval_bs))
-    return {k: float(v) for k, v in m.items()}
-
-  result = fit(task, cfg, records.stage_dir(workdir, "regressor"), mesh, train,
-               eval_hook=lambda p, step: evaluate(p, "validation"))
-  return dict(test=evaluate(result.state.ema_params, "test"), steps=int(result.state.step),
-              skipped=int(result.state.skipped), num_params=count_params(result.state.params),
-              train_seconds=result.seconds, train_img_per_s=result.img_per_s)
+  summarise = lambda m: {k: float(v) for k, v in m.items()}
+  result, test = setup.train_and_evaluate(config, workdir, "regressor", task, data, summarise)
+  return dict(test=test, **setup.run_summary(result))

@@ -14,14 +14,10 @@ from typing import Sequence
 import jax.numpy as jnp
 import ml_collections
 
-from segcft_jax.data import datasets, pipeline
+from segcft_jax.data import datasets
 from segcft_jax.models import segmentation_loss as seg_loss
 from segcft_jax.models.unet import UNet
-from segcft_jax.stages import records
-from segcft_jax.train import sharding
-from segcft_jax.train.evaluate import Evaluator
-from segcft_jax.train.loop import fit
-from segcft_jax.train.state import count_params
+from segcft_jax.stages import setup
 from segcft_jax.train.task import Task
 
 KEYS = ("image", "mask")
@@ -62,30 +58,17 @@ def segmentation_task(name: str, model_cfg: ml_collections.ConfigDict,
 
 def _train(config: ml_collections.ConfigDict, workdir: str, name: str) -> dict:
   cfg = config[name]
-  spec = datasets.spec(config.data.name)
-  builder = datasets.prepared_builder(config.data, workdir)
-  mesh = sharding.make_mesh(config.mesh.num_devices)
-  local_bs = sharding.check_batch_size(cfg.batch_size, mesh, f"config.{name}.batch_size")
-  eval_bs = sharding.check_batch_size(cfg.eval_batch_size, mesh, f"config.{name}.eval_batch_size")
-
-  train = pipeline.train_dataset(datasets.open_split(builder, "train"), KEYS, local_bs, cfg.seed)
-  task = segmentation_task(name, cfg.model, spec.class_names, cfg.dice_weight)
-  evaluator = Evaluator(task.eval_fn, mesh)
-  sources = {s: datasets.open_split(builder, s) for s in ("validation", "test")}
-
-  def evaluate(params, split):
-    return evaluator(params, pipeline.eval_batches(sources[split], KEYS, eval_bs))
+  class_names = datasets.spec(config.data.name).class_names
+  data = setup.prepare(config, workdir, name, KEYS)
+  task = segmentation_task(name, cfg.model, class_names, cfg.dice_weight)
 
   def summarise(m):
-    return {"ce": m["ce"], "dice": dict(zip(spec.class_names, m["dice"])),
+    return {"ce": m["ce"], "dice": dict(zip(class_names, m["dice"])),
             "mean_foreground_dice": float(m["dice"][1:].mean())}
 
-  result = fit(task, cfg, records.stage_dir(workdir, name), mesh, train,
-               eval_hook=lambda params, step: summarise(evaluate(params, "validation")))
-  test = summarise(evaluate(result.state.ema_params, "test"))
-  return dict(test=test, steps=int(result.state.step), skipped=int(result.state.skipped),
-              num_params=count_params(result.state.params), train_seconds=result.seconds,
-              train_img_per_s=result.img_per_s, checkpoints=os.path.join(name, "checkpoints"))
+  result, test = setup.train_and_evaluate(config, workdir, name, task, data, summarise)
+  return dict(test=test, checkpoints=os.path.join(name, "checkpoints"),
+              **setup.run_summary(result))
 
 
 def run_segmentor(config: ml_collections.ConfigDict, workdir: str) -> dict:

@@ -43,7 +43,7 @@ class FitResult:
 
 
 def abstract_state(task: Task, cfg: ml_collections.ConfigDict, example: Mapping[str, Any],
-                   mesh) -> tuple[Any, Callable]:
+                   mesh, fsdp_min_size: int = sharding.FSDP_MIN_SIZE) -> tuple[Any, Callable]:
   """Shapes/shardings of the state and the function that builds it from a key."""
   tx = optim.make_optimizer(cfg.optim)
 
@@ -51,8 +51,9 @@ def abstract_state(task: Task, cfg: ml_collections.ConfigDict, example: Mapping[
     return state_lib.create(task.init(rng, batch), tx)
 
   abstract = jax.eval_shape(init_state, jax.random.PRNGKey(0), example)
-  rep = sharding.replicated(mesh)
-  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), abstract)
+  shardings = sharding.state_shardings(abstract, mesh, fsdp_min_size)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, shardings)
   return abstract, init_state
 
 
@@ -73,7 +74,8 @@ def fit(task: Task,
         mesh,
         train_data,
         frozen: Any = None,
-        eval_hook: Callable[[Any, int], Mapping[str, float]] | None = None) -> FitResult:
+        eval_hook: Callable[[Any, int], Mapping[str, float]] | None = None,
+        fsdp_min_size: int = sharding.FSDP_MIN_SIZE) -> FitResult:
   """Trains `task` to `cfg.num_steps`, resuming from `stage_dir/checkpoints` if present.
 
   Args:
@@ -86,6 +88,7 @@ def fit(task: Task,
       the one used at step k (see `data.pipeline.train_dataset`).
     frozen: frozen networks' parameters (replicated), passed to every step.
     eval_hook: `(ema_params, step) -> metrics`, called every `eval_every` steps.
+    fsdp_min_size: arrays smaller than this stay replicated on an `fsdp` mesh.
 
   Returns:
     A `FitResult`.
@@ -93,7 +96,7 @@ def fit(task: Task,
   frozen = sharding.replicate({} if frozen is None else frozen, mesh)
   checkpointer = ckpt_lib.Checkpointer(os.path.join(stage_dir, "checkpoints"), task.fingerprint)
   example = train_data[0]  # Shapes only.
-  abstract, init_state = abstract_state(task, cfg, example, mesh)
+  abstract, init_state = abstract_state(task, cfg, example, mesh, fsdp_min_size)
   state_shardings = jax.tree.map(lambda a: a.sharding, abstract)
   init_rng, step_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
 

@@ -36,11 +36,11 @@ def _cfg(num_steps, ckpt_every=None, **kw):
                                optim=defaults.optim_config(lr=1e-2, warmup_steps=2), **kw)
 
 
-def _fit(stage_dir, cfg, mesh, task=None):
+def _fit(stage_dir, cfg, mesh, task=None, **kw):
   task = task or segmentation_task("toyseg", cfg.model, ("bg", "fg"), 1.0)
   local = sharding.check_batch_size(cfg.batch_size, mesh)
   data = pipeline.train_dataset(_records(), KEYS, local, seed=cfg.seed)
-  return fit(task, cfg, stage_dir, mesh, data)
+  return fit(task, cfg, stage_dir, mesh, data, **kw)
 
 
 def _max_diff(a, b):
@@ -68,6 +68,21 @@ def test_step_on_8_devices_equals_1_device(tmp_path):
   assert all(len(x.sharding.device_set) == 8 for x in jax.tree.leaves(eight.params))
   assert _max_diff(one.params, eight.params) <= 1e-5
   assert _max_diff(one.opt_state, eight.opt_state) <= 1e-5
+
+
+def test_fsdp_4_by_data_2_equals_data_8_and_shrinks_parameter_memory(tmp_path, capsys):
+  cfg = _cfg(2)
+  cfg.model.widths = (8, 16)
+  dp = _fit(str(tmp_path / "dp"), cfg, sharding.make_mesh(8), fsdp_min_size=64).state
+  fsdp = _fit(str(tmp_path / "fsdp"), cfg, sharding.make_mesh(8, fsdp=4), fsdp_min_size=64).state
+  assert _max_diff((dp.params, dp.opt_state, dp.ema_params),
+                   (fsdp.params, fsdp.opt_state, fsdp.ema_params)) <= 1e-5
+  full, shard = sharding.bytes_per_device(dp.params), sharding.bytes_per_device(fsdp.params)
+  with capsys.disabled():
+    print(f"\nparameter bytes per device: data=8 {full}, fsdp=4 x data=2 {shard}")
+  assert shard < 0.5 * full
+  with pytest.raises(ValueError, match="must divide the 8 devices"):
+    sharding.make_mesh(8, fsdp=3)
 
 
 def test_architecture_change_is_refused_without_touching_files(tmp_path):
