@@ -23,3 +23,9 @@ def load(spec: str) -> ml_collections.ConfigDict:
   """`load("configs/synth_chest.py:quick")` -> the locked config of that variant."""
   path, _, arg = spec.partition(":")
   return load_module(path).get_config(arg or None)
+
+
+def default_workdir(config: ml_collections.ConfigDict) -> str:
+  """`runs/<name>` for the default variant, `runs/<name>_<variant>` otherwise."""
+  suffix = "" if config.variant == "default" else f"_{config.variant}"
+  return os.path.join("runs", f"{config.name}{suffix}")

@@ -74,12 +74,6 @@ def _parse_flags(argv: list[str]) -> list[str]:
     sys.exit(f"error: {message}{hint}")
 
 
-def default_workdir(config) -> str:
-  """`runs/<name>` for the default variant, `runs/<name>_<variant>` otherwise."""
-  suffix = "" if config.variant == "default" else f"_{config.variant}"
-  return os.path.join("runs", f"{config.name}{suffix}")
-
-
 def _enable_compilation_cache() -> None:
   import jax  # pylint: disable=g-import-not-at-top
   if _CACHE.value:
@@ -123,7 +117,7 @@ def main(argv: list[str]) -> None:
     distributed.check_same_config(config)
   except ValueError as e:
     distributed.fail(str(e))
-  workdir = _WORKDIR.value or default_workdir(config)
+  workdir = _WORKDIR.value or config_files.default_workdir(config)
   logging.getLogger("segcft_jax").info("workdir %s, stages %s", workdir, ", ".join(names))
   try:
     stages.run_stages(config, workdir, names)
