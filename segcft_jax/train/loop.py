@@ -68,6 +68,27 @@ def _check_divergence(name: str, cfg, step: int, skipped: int, checkpointer) -> 
       f"{checkpointer.directory} is intact and will be resumed from.")
 
 
+def _init_or_restore(checkpointer, abstract, init: Callable[[], Any], train_data):
+  """(state, start step, data offset, data iterator) for a fresh or resumed run.
+
+  The iterator runs over `train_data[offset:]`; a checkpoint records its offset so that the
+  saved Grain position is interpreted against the same slice on restore.
+  """
+  start = checkpointer.latest_step()
+  if start is None:
+    return init(), 0, 0, pipeline.to_iter(train_data)
+  meta = checkpointer.read_meta(start)
+  if meta.get("process_count") == jax.process_count():
+    # Same layout: continue this process's saved Grain iterator.
+    offset = int(meta.get("data_offset", 0))
+    data_iter = pipeline.to_iter(train_data[offset:])
+    return checkpointer.restore(abstract, data_iter), start, offset, data_iter
+  # Another number of processes: the global data order depends only on the step, so the
+  # position is recomputed instead of restored.
+  data_iter = pipeline.to_iter(train_data[start:])
+  return checkpointer.restore(abstract), start, start, data_iter
+
+
 def fit(task: Task,
         cfg: ml_collections.ConfigDict,
         stage_dir: str,
@@ -100,26 +121,12 @@ def fit(task: Task,
   state_shardings = jax.tree.map(lambda a: a.sharding, abstract)
   init_rng, step_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
 
-  start = checkpointer.latest_step()
-  if start is None:
-    state = jax.jit(init_state, out_shardings=state_shardings)(init_rng, example)
-    start = offset = 0
-    data_iter = pipeline.to_iter(train_data)
-  else:
-    meta = checkpointer.read_meta(start)
-    if meta.get("process_count") == jax.process_count():
-      # Same layout: continue this process's saved Grain iterator.
-      offset = int(meta.get("data_offset", 0))
-      data_iter = pipeline.to_iter(train_data[offset:])
-      state = checkpointer.restore(abstract, data_iter)
-    else:
-      # Another number of processes: the global data order depends only on the step, so
-      # the position is recomputed instead of restored.
-      offset = start
-      data_iter = pipeline.to_iter(train_data[offset:])
-      state = checkpointer.restore(abstract)
+  state, start, offset, data_iter = _init_or_restore(
+      checkpointer, abstract, lambda: jax.jit(init_state, out_shardings=state_shardings)(
+          init_rng, example), train_data)
+  if start:
     log.info("[%s] resumed from step %d of %d (%s)", task.name, start, cfg.num_steps,
-                 checkpointer.directory)
+             checkpointer.directory)
   writer = metrics_log.MetricsWriter(os.path.join(stage_dir, "metrics.jsonl"))
   if start:
     writer.write({"event": "resume", "step": start})
