@@ -1,0 +1,1 @@
+"""Evaluation suite: metric functions over a counterfactual function (SPEC §4)."""
