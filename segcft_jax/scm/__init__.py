@@ -1,0 +1,1 @@
+"""Scalar structural causal model: variable graph, flow mechanisms, counterfactuals."""
