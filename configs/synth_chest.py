@@ -39,7 +39,7 @@ def _scm(image_size: int) -> ml_collections.ConfigDict:
   shift = 2.0 * math.log(image_size / 64)
   variables = {
       "sex": dict(type="binary", parents=()),
-      "age": dict(type="continuous", parents=(), norm="range", low=20.0, high=85.0),
+      "age": dict(type="continuous", parents=(), norm="range", low=18.0, high=90.0),
   }
   for name, (mean, std) in _LOG_AREA_64.items():
     variables[name] = dict(type="continuous", parents=("sex", "age"), norm="log_standard",
@@ -62,7 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # (jax.random.normal: 2.3 s -> 0.3 s; U-Net init 12.7 s -> 1.6 s, measured on the 2-core
   # CI machine); both are sharding-invariant but draw different numbers, so it is recorded.
   c.threefry_partitionable = False
-  c.stages = ("data", "segmentor", "oracle")
+  c.stages = ("data", "segmentor", "oracle", "regressor", "pgm", "hvae")
   # Devices (-1: all); fsdp > 1 shards parameters over groups of that many devices.
   c.mesh = ml_collections.ConfigDict(dict(num_devices=-1, fsdp=1, fsdp_min_size=2 ** 14))
 
@@ -93,5 +93,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       variables=AREAS, loss="gaussian_nll",
       model=ml_collections.ConfigDict(dict(width=4 if quick else 8, norm_groups=8)),
       optim=defaults.optim_config(lr=3e-3, warmup_steps=10 if quick else 50))
+  # The scalar SCM: spline roots, conditional-affine children (SPEC §1).
+  c.pgm = defaults.train_config(
+      seed=4, batch_size=64 if quick else 128, num_steps=200 if quick else 2000,
+      log_every=50 if quick else 200, eval_batch_size=64 if quick else 100,
+      model=ml_collections.ConfigDict(dict(hidden=(32, 32), num_bins=8, bound=3.0,
+                                           child_spline=False)),
+      optim=defaults.optim_config(lr=3e-3, warmup_steps=20, weight_decay=1e-4))
+  # The image mechanism: a CPU-sized VDVAE-style HVAE, exogenous prior (SPEC §1).
+  c.hvae = defaults.train_config(
+      seed=5, batch_size=16 if quick else 32, num_steps=100 if quick else 1500,
+      log_every=25 if quick else 100, eval_batch_size=32 if quick else 100,
+      parents=("sex", "age", *AREAS), beta=1.0, grad_skip=500.0, ema_rate=0.999,
+      model=ml_collections.ConfigDict(dict(
+          widths=(8, 16, 32, 64) if quick else (16, 32, 48, 64, 128),
+          enc_arch="32b1d2,16b1d2,8b1d8,1b1" if quick else "64b1d2,32b1d2,16b1d2,8b1d8,1b1",
+          dec_arch="1b1,8b1,16b1,32b1" if quick else "1b1,8b1,16b1,32b1,64b1",
+          z_dim=8 if quick else 16, z_max_res=16 if quick else 32, bias_max_res=16,
+          cond_prior=False)),
+      optim=defaults.optim_config(lr=1e-3, warmup_steps=20 if quick else 100, b2=0.9,
+                                  weight_decay=0.01, grad_clip=350.0))
   c.lock()
   return c

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import ml_collections
 
-from segcft_jax.stages import data, records, regressor, segmentor
+from segcft_jax.stages import data, hvae, pgm, records, regressor, segmentor
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,8 @@ REGISTRY: dict[str, StageFn] = {
     "segmentor": segmentor.run_segmentor,
     "oracle": segmentor.run_oracle,
     "regressor": regressor.run,
+    "pgm": pgm.run,
+    "hvae": hvae.run,
 }
 
 

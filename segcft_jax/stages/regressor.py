@@ -92,8 +92,8 @@ def regression_task(cfg: ml_collections.ConfigDict, types: Mapping[str, str],
     total = sum(v.mean() for v in losses.values())
     return total, {f"loss_{n}": v.mean() for n, v in losses.items()}
 
-  def eval_fn(params, batch, frozen):
-    del frozen
+  def eval_fn(params, batch, frozen, rng):
+    del frozen, rng  # Deterministic.
     pred = predict(model, params, batch["image"], types, stats)
     metrics = {}
     for n, t in types.items():

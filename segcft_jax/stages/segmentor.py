@@ -44,8 +44,8 @@ def segmentation_task(name: str, model_cfg: ml_collections.ConfigDict,
     dice = seg_loss.soft_dice_loss(logits, batch["mask"], k).mean()
     return ce + dice_weight * dice, {"ce": ce, "dice_loss": dice}
 
-  def eval_fn(params, batch, frozen):
-    del frozen
+  def eval_fn(params, batch, frozen, rng):
+    del frozen, rng  # Deterministic.
     logits = model.apply({"params": params}, batch["image"])
     pred = jnp.argmax(logits, axis=-1)
     return {"ce": seg_loss.cross_entropy(logits, batch["mask"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Callable, Sequence
 
 import grain
@@ -11,9 +12,10 @@ from jax.sharding import Mesh
 
 from segcft_jax.data import datasets, pipeline
 from segcft_jax.stages import records
+from segcft_jax.train import checkpoint as ckpt_lib
 from segcft_jax.train import sharding
 from segcft_jax.train.evaluate import Evaluator
-from segcft_jax.train.loop import FitResult, fit
+from segcft_jax.train.loop import FitResult, abstract_state, fit
 from segcft_jax.train.state import count_params
 from segcft_jax.train.task import Task
 
@@ -83,3 +85,19 @@ def run_summary(result: FitResult) -> dict:
   return dict(steps=int(result.state.step), skipped=int(result.state.skipped),
               num_params=count_params(result.state.params), train_seconds=result.seconds,
               train_img_per_s=result.img_per_s)
+
+
+def load_ema_params(config: ml_collections.ConfigDict, workdir: str, name: str, task: Task,
+                    data: StageData) -> Any:
+  """The EMA parameters of trained stage `name` (what later stages freeze and use)."""
+  if not records.is_done(workdir, name):
+    raise FileNotFoundError(f"Stage {name!r} has not completed in {workdir}; run it first "
+                            f"(--stages={name}).")
+  abstract, _ = abstract_state(task, config[name], data.train[0], data.mesh,
+                               config.mesh.fsdp_min_size)
+  checkpointer = ckpt_lib.Checkpointer(os.path.join(records.stage_dir(workdir, name),
+                                                    "checkpoints"), task.fingerprint)
+  try:
+    return checkpointer.restore(abstract).ema_params
+  finally:
+    checkpointer.close()

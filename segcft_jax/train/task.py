@@ -28,8 +28,8 @@ class Task:
     name: stage name, used in messages.
     init: `(rng, batch) -> params` of the trainable model.
     loss_fn: `(params, batch, rng, frozen) -> (scalar loss, metrics)`; metrics are scalars.
-    eval_fn: `(params, batch, frozen) -> metrics` with per-example `[B]` arrays; the caller
-      averages them over valid (non-padding) examples.
+    eval_fn: `(params, batch, frozen, rng) -> metrics` with per-example `[B]` arrays; the
+      caller averages them over valid (non-padding) examples.
     fingerprint: JSON-able description of the architecture; a checkpoint written under a
       different fingerprint is refused on restore.
   """
@@ -37,5 +37,5 @@ class Task:
   name: str
   init: Callable[[jax.Array, Batch], Params]
   loss_fn: Callable[[Params, Batch, jax.Array, Frozen], tuple[jax.Array, Metrics]]
-  eval_fn: Callable[[Params, Batch, Frozen], Metrics]
+  eval_fn: Callable[[Params, Batch, Frozen, jax.Array], Metrics]
   fingerprint: Mapping[str, Any]

@@ -19,7 +19,7 @@ def _linear_task():
     pred = batch["x"] @ params["w"] + params["b"]
     return jnp.mean((pred - batch["y"]) ** 2), {}
 
-  return Task("toy", init, loss_fn, lambda p, b, f: {}, {"task": "toy"})
+  return Task("toy", init, loss_fn, lambda p, b, f, r: {}, {"task": "toy"})
 
 
 def _setup(grad_skip=1e4):

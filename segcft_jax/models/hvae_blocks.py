@@ -1,0 +1,189 @@
+"""Residual block and top-down decoder block of the HVAE (reference spec §1.1, §1.3, §1.4).
+
+``Block`` (pre-activation bottleneck, stride 1, all convs with bias)::
+
+    default: conv1x1(in->b) . GELU . convkxk(b->b) . GELU . convkxk(b->b) . GELU
+             . conv1x1(b->out) . GELU            (applied right to left; GELU is exact erf)
+    light:   convkxk(b->out) . ReLU . convkxk(in->b) . ReLU
+    out = path(x) + skip(x)   if residual   (skip = x, or a 1x1 ``width_proj`` if in != out)
+    out = avg_pool_d(out)     if down_rate d
+
+``DecoderBlock`` at resolution r, with state h (deterministic path), s (prior path)::
+
+    (p_loc, p_logscale, p_feat) = split(prior([s, pa_prior] if cond_prior else s))
+    q = posterior([h, pa, act_r])                         (stochastic, with encoder acts)
+    z ~ q (KL(q || p) recorded), or z = given latent, or z ~ p; z = p_loc if deterministic
+    h' = conv(h + p_feat + z_proj([z, pa]))
+    s' = z_feat_proj([z, p_feat])                         (unused after the last block)
+
+Initialisation as the reference (PyTorch default kernels, biases zeroed by main.py): kernels
+``U(-g/sqrt(fan_in), g/sqrt(fan_in))``, i.e. ``variance_scaling(g^2/3, fan_in, uniform)``,
+with gain ``g = 1`` except the last conv of each encoder block (``sqrt(1/n_enc)``), the decoder
+``z_proj`` and ``conv``'s last conv (``sqrt(1/n_dec)``) and the prior's last conv (0, so the
+prior starts at N(0, I) with zero features).
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from segcft_jax.models.hvae_arch import DecoderBlockSpec
+from segcft_jax.models.likelihoods import gaussian_kl, sample_gaussian
+
+__all__ = ["Block", "DecoderBlock", "conv", "kernel_init"]
+
+
+def kernel_init(gain: float = 1.0) -> nn.initializers.Initializer:
+  """PyTorch's default conv kernel init scaled by ``gain`` (zeros for gain 0)."""
+  if gain == 0.0:
+    return nn.initializers.zeros_init()
+  return nn.initializers.variance_scaling(gain ** 2 / 3.0, "fan_in", "uniform")
+
+
+def conv(features: int, k: int, gain: float = 1.0, stride: int = 1,
+         name: str | None = None) -> nn.Conv:
+  """A ``k x k`` conv with PyTorch padding ``k // 2`` (1 for 3x3, 3 for 7x7), zero bias."""
+  pad = k // 2
+  return nn.Conv(features, (k, k), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
+                 kernel_init=kernel_init(gain), bias_init=nn.initializers.zeros_init(),
+                 name=name)
+
+
+class Block(nn.Module):
+  """Residual bottleneck block (spec §1.1).
+
+  Attributes:
+    out_width: Output channels.
+    bottleneck: Bottleneck channels ``b``.
+    kernel: Size of the inner convs (3 or 1).
+    residual: Whether to add the (projected) input.
+    down_rate: Average-pool factor applied after the residual add, or None.
+    version: ``"default"`` or ``"light"``.
+    last_gain: Init gain of the last conv of the conv path.
+  """
+
+  out_width: int
+  bottleneck: int
+  kernel: int = 3
+  residual: bool = True
+  down_rate: int | None = None
+  version: str = "default"
+  last_gain: float = 1.0
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    """Maps ``[B, H, W, C_in]`` to ``[B, H / d, W / d, out_width]``."""
+    b, k = self.bottleneck, self.kernel
+    if self.version == "light":
+      h = conv(b, k, name="conv_0")(nn.relu(x))
+      h = conv(self.out_width, k, self.last_gain, name="conv_1")(nn.relu(h))
+    else:
+      gelu = lambda v: nn.gelu(v, approximate=False)  # torch.nn.GELU() is the exact erf form
+      h = conv(b, 1, name="conv_0")(gelu(x))
+      h = conv(b, k, name="conv_1")(gelu(h))
+      h = conv(b, k, name="conv_2")(gelu(h))
+      h = conv(self.out_width, 1, self.last_gain, name="conv_3")(gelu(h))
+    if self.residual:
+      # The reference only creates width_proj when down-sampling or narrowing; every shipped
+      # block with in != out is one of those, so "whenever widths differ" is equivalent.
+      skip = x if x.shape[-1] == self.out_width else conv(
+          self.out_width, 1, name="width_proj")(x)
+      h = h + skip
+    if self.down_rate:
+      d = self.down_rate
+      h = nn.avg_pool(h, (d, d), strides=(d, d))  # floor, like F.avg_pool2d
+    return h
+
+
+class DecoderBlock(nn.Module):
+  """One top-down block (spec §1.3, steps 2-5 of §1.4).
+
+  Attributes:
+    spec: Resolution, widths, stochasticity and kernel size.
+    z_dim: Latent channels.
+    bottleneck: Bottleneck factor (``b = int(in_width / bottleneck)``).
+    cond_prior: Whether the prior input includes the parents.
+    version: Residual block version.
+    n_blocks: Number of decoder blocks (for the init gains).
+    is_last: The last block's ``z_feat_proj`` exists (parameter parity) but is not applied.
+  """
+
+  spec: DecoderBlockSpec
+  z_dim: int
+  bottleneck: int = 4
+  cond_prior: bool = False
+  version: str = "default"
+  n_blocks: int = 1
+  is_last: bool = False
+
+  @nn.compact
+  def __call__(self, h: jnp.ndarray, s: jnp.ndarray, pa: jnp.ndarray, pa_prior: jnp.ndarray,
+               act: jnp.ndarray | None = None, latent: jnp.ndarray | None = None,
+               log_t: jnp.ndarray | float | None = None,
+               ) -> tuple[jnp.ndarray, jnp.ndarray | None, dict]:
+    """Applies the block.
+
+    Args:
+      h: Deterministic state ``[B, r, r, in_width]``.
+      s: Prior state ``[B, r, r, in_width]``.
+      pa: Parents broadcast to ``[B, r, r, C_pa]``.
+      pa_prior: Parents for the prior (possibly with dropped channels), same shape.
+      act: Encoder activation ``[B, r, r, in_width]`` (posterior mode) or None.
+      latent: Latent ``[B, r, r, z_dim]`` to use instead of a prior draw (no ``act``).
+      log_t: Log temperature added to prior and posterior log-scales, or None.
+
+    Returns:
+      ``(h', s', stats)``: ``h'`` ``[B, r, r, out_width]``; ``s'`` likewise (None for the
+      last block); ``stats`` with ``z`` and either ``kl``, ``q_loc``, ``q_logscale``
+      (posterior mode) or ``p_loc``, ``p_logscale`` (prior mode); empty if deterministic.
+    """
+    spec, z_dim = self.spec, self.z_dim
+    b = int(spec.in_width / self.bottleneck)
+    gain = math.sqrt(1.0 / self.n_blocks)
+    prior = Block(2 * z_dim + spec.in_width, b, spec.kernel, residual=False,
+                  version=self.version, last_gain=0.0, name="prior")
+    p_in = jnp.concatenate([s, pa_prior], -1) if self.cond_prior else s
+    p_out = prior(p_in)  # [B, r, r, 2 z_dim + in_width]
+    p_loc, p_logscale, p_feat = jnp.split(p_out, [z_dim, 2 * z_dim], axis=-1)
+    if log_t is not None:
+      p_logscale = p_logscale + log_t
+
+    stats = {}
+    if spec.stochastic:
+      posterior = Block(2 * z_dim, b, spec.kernel, residual=False, version=self.version,
+                        name="posterior")
+      if act is not None:
+        q_in = jnp.concatenate([h, pa, act], -1)  # reference order: [h, pa, act]
+        q_loc, q_logscale = jnp.split(posterior(q_in), 2, axis=-1)  # [B, r, r, z_dim] each
+        if log_t is not None:
+          q_logscale = q_logscale + log_t
+        z = sample_gaussian(self.make_rng("sample"), q_loc, q_logscale)
+        stats = dict(z=z, kl=gaussian_kl(q_loc, q_logscale, p_loc, p_logscale),
+                     q_loc=q_loc, q_logscale=q_logscale)
+      else:
+        if self.is_initializing():
+          # Create the posterior's parameters whichever method initialises the model.
+          posterior(jnp.concatenate([h, pa, h], -1))
+        z = latent if latent is not None else sample_gaussian(
+            self.make_rng("sample"), p_loc, p_logscale)
+        stats = dict(z=z, p_loc=p_loc, p_logscale=p_logscale)
+    else:
+      z = p_loc  # deterministic block: the prior mean stands in for the latent
+
+    z_proj = conv(spec.in_width, 1, gain, name="z_proj")
+    h = h + p_feat + z_proj(jnp.concatenate([z, pa], -1))
+    h = Block(spec.out_width, b, spec.kernel, residual=True, version=self.version,
+              last_gain=gain, name="conv")(h)  # [B, r, r, out_width]
+    z_feat_proj = conv(spec.out_width, 1, name="z_feat_proj")
+    if not self.is_last:
+      # The next prior sees z and the prior features but never pa through z_proj.
+      s = z_feat_proj(jnp.concatenate([z, p_feat], -1))
+    else:
+      s = None
+      if self.is_initializing():
+        # The reference creates (and counts) this unused projection: keep it for parity.
+        z_feat_proj(jnp.concatenate([z, p_feat], -1))
+    return h, s, stats
