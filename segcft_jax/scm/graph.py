@@ -6,6 +6,8 @@ Variables are declared in the config (``config.scm.variables``: name -> dict), n
         v_n = 2 (v - l) / (h - l) - 1                 (support [l, h] -> [-1, 1])
     type="continuous", parents=(...), norm="log_standard", mean=m, std=s:
         v_n = (log v - m) / s                         (support v > 0)
+    norm="log1p_standard", mean=m, std=s:
+        v_n = (log(1 + v) - m) / s                    (support v >= 0; areas that can be 0)
     type="continuous", parents=(...), norm="standard", mean=m, std=s:
         v_n = (v - m) / s                             (support R)
     type="binary", parents=(...):                     v_n = v in {0, 1} (float32)
@@ -30,7 +32,7 @@ import numpy as np
 __all__ = ["Variable", "Graph", "TYPES", "NORMS"]
 
 TYPES = ("continuous", "binary", "categorical")
-NORMS = ("range", "log_standard", "standard")
+NORMS = ("range", "log_standard", "log1p_standard", "standard")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,6 +188,8 @@ class Graph:
         x = 2.0 * (x - v.low) / (v.high - v.low) - 1.0
       elif v.norm == "log_standard":
         x = (jnp.log(x) - v.mean) / v.std
+      elif v.norm == "log1p_standard":
+        x = (jnp.log1p(x) - v.mean) / v.std
       elif v.norm == "standard":
         x = (x - v.mean) / v.std
       out[n] = x
@@ -204,6 +208,8 @@ class Graph:
         x = (x + 1.0) * 0.5 * (v.high - v.low) + v.low
       elif v.norm == "log_standard":
         x = jnp.exp(x * v.std + v.mean)
+      elif v.norm == "log1p_standard":
+        x = jnp.expm1(x * v.std + v.mean)
       elif v.norm == "standard":
         x = x * v.std + v.mean
       out[n] = x
@@ -286,6 +292,9 @@ class Graph:
       elif v.norm == "log_standard":
         bad = x <= 0
         what = "must be positive (log_standard normalisation)"
+      elif v.norm == "log1p_standard":
+        bad = x < 0
+        what = "must be non-negative (log1p_standard normalisation)"
       if bad is not None and np.any(bad):
         i = int(np.argmax(bad))
         raise ValueError(f"Variable {n!r} {what}; got {x[i]!r} at index {i} "

@@ -101,3 +101,21 @@ def test_check_values():
     g.check_values({k: v for k, v in good.items() if k != "heart"})
   with pytest.raises(ValueError, match="'weight'"):
     g.normalize({"weight": jnp.ones(2)})
+
+
+def test_log1p_standard_round_trips_zero_and_rejects_negative_areas():
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from segcft_jax.scm.graph import Graph  # pylint: disable=g-import-not-at-top
+  g = Graph.from_config({"variables": {"plaque": dict(type="continuous", parents=(),
+                                                      norm="log1p_standard", mean=1.0,
+                                                      std=2.0)}})
+  raw = {"plaque": np.array([0.0, 3.0, 40.0], np.float32)}
+  n = g.normalize(raw)
+  np.testing.assert_allclose(n["plaque"], (np.log1p(raw["plaque"]) - 1.0) / 2.0, rtol=1e-6)
+  np.testing.assert_allclose(g.denormalize(n)["plaque"], raw["plaque"], rtol=1e-5, atol=1e-5)
+  try:
+    g.check_values({"plaque": np.array([-1.0, 0.0, 1.0])})
+  except ValueError as e:
+    assert "non-negative" in str(e)
+  else:
+    raise AssertionError("negative plaque area accepted")
