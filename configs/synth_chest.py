@@ -95,14 +95,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       optim=defaults.optim_config(lr=3e-3, warmup_steps=10 if quick else 50))
   # The scalar SCM: spline roots, conditional-affine children (SPEC §1).
   c.pgm = defaults.train_config(
-      seed=4, batch_size=64 if quick else 128, num_steps=200 if quick else 2000,
+      seed=4, batch_size=64 if quick else 128, num_steps=200 if quick else 1000,
       log_every=50 if quick else 200, eval_batch_size=64 if quick else 100,
       model=ml_collections.ConfigDict(dict(hidden=(32, 32), num_bins=8, bound=3.0,
                                            child_spline=False)),
       optim=defaults.optim_config(lr=3e-3, warmup_steps=20, weight_decay=1e-4))
   # The image mechanism: a CPU-sized VDVAE-style HVAE, exogenous prior (SPEC §1).
   c.hvae = defaults.train_config(
-      seed=5, batch_size=16 if quick else 32, num_steps=100 if quick else 1500,
+      seed=5, batch_size=16 if quick else 32, num_steps=100 if quick else 700,
       log_every=25 if quick else 100, eval_batch_size=32 if quick else 100,
       parents=("sex", "age", *AREAS), beta=1.0, grad_skip=500.0, ema_rate=0.999,
       model=ml_collections.ConfigDict(dict(
