@@ -1,89 +1,22 @@
-"""TFDS builder of the synth_chest phantom dataset (SPEC §2).
-
-Examples come from `phantom_chest.sample_example`; each split is generated from its own seed
-sequence `(seed, split index, example index)`, so a split is a deterministic function of the
-config and independent of generation order. Stored with array_record for random access.
-"""
+"""TFDS builder of the synth_chest phantom dataset (SPEC §2): image, mask (background / left
+lung / right lung / heart), sex, age, organ areas, render parameters (`phantom_builder`)."""
 
 from __future__ import annotations
 
-import dataclasses
-
-import ml_collections
-import numpy as np
-import tensorflow_datasets as tfds
-
 from segcft_jax.data import phantom_chest
+from segcft_jax.data.phantom_builder import PhantomBuilder
 
-SPLITS = ("train", "validation", "test")
 SCALARS = ("age", "left_lung_area", "right_lung_area", "heart_area")
 CLASS_NAMES = phantom_chest.CLASS_NAMES
 MODEL_KEYS = ("image", "mask", "sex", *SCALARS)
 
 
-@dataclasses.dataclass(kw_only=True)
-class SynthChestConfig(tfds.core.BuilderConfig):
-  """Size and seed of a synth_chest build; the name encodes them so builds never collide."""
-  image_size: int = 64
-  num_train: int = 4000
-  num_validation: int = 500
-  num_test: int = 500
-  seed: int = 0
-
-  @classmethod
-  def make(cls, image_size: int, num_train: int, num_validation: int, num_test: int,
-           seed: int) -> "SynthChestConfig":
-    name = f"s{image_size}_n{num_train}-{num_validation}-{num_test}_seed{seed}"
-    return cls(name=name, image_size=image_size, num_train=num_train,
-               num_validation=num_validation, num_test=num_test, seed=seed)
-
-  def split_sizes(self) -> dict[str, int]:
-    return dict(train=self.num_train, validation=self.num_validation, test=self.num_test)
-
-
-class SynthChest(tfds.core.GeneratorBasedBuilder):
+class SynthChest(PhantomBuilder):
   """Procedural chest-radiograph phantom with masks, scalar variables and render parameters."""
-
-  VERSION = tfds.core.Version("1.0.0")
-  # Builds are always requested with a `SynthChestConfig.make(...)` instance, whose name
-  # encodes sizes and seed; TFDS needs one registered config, named so it never collides.
-  BUILDER_CONFIGS = [SynthChestConfig(name="default")]
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    s = self.builder_config.image_size
-    features = {
-        "image": tfds.features.Tensor(shape=(s, s, 1), dtype=np.uint8, encoding="zlib"),
-        "mask": tfds.features.Tensor(shape=(s, s), dtype=np.uint8, encoding="zlib"),
-        "sex": tfds.features.Scalar(dtype=np.int64),
-        "render_params": tfds.features.Tensor(
-            shape=(phantom_chest.NUM_RENDER_PARAMS,), dtype=np.float32),
-        "noise_seed": tfds.features.Scalar(dtype=np.int64),
-        "index": tfds.features.Scalar(dtype=np.int64),
-    }
-    features.update({k: tfds.features.Scalar(dtype=np.float32) for k in SCALARS})
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description="Procedural chest radiograph phantom (segcft-jax, SPEC §2 synth_chest).",
-        features=tfds.features.FeaturesDict(features))
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # Everything is generated locally.
-    sizes = self.builder_config.split_sizes()
-    return {split: self._generate_examples(split, sizes[split]) for split in SPLITS}
-
-  def _generate_examples(self, split: str, num: int):
-    cfg = self.builder_config
-    for i in range(num):
-      rng = np.random.default_rng([cfg.seed, SPLITS.index(split), i])
-      ex = phantom_chest.sample_example(rng, cfg.image_size)
-      record = {k: ex[k] for k in ("image", "mask", "render_params", "noise_seed", *SCALARS)}
-      record["sex"] = int(ex["sex"])
-      record["index"] = i
-      yield i, record
+  PHANTOM = phantom_chest
+  MAPS = ("mask",)
+  SCALARS = SCALARS
+  DESCRIPTION = "Procedural chest radiograph phantom (segcft-jax, SPEC §2 synth_chest)."
 
 
-def make_builder(cfg: ml_collections.ConfigDict, data_dir: str) -> SynthChest:
-  """The builder for the `data` config section (image_size, num_*, seed)."""
-  config = SynthChestConfig.make(cfg.image_size, cfg.num_train, cfg.num_validation,
-                                 cfg.num_test, cfg.seed)
-  return SynthChest(config=config, data_dir=data_dir, file_format="array_record")
+make_builder = SynthChest.for_config
