@@ -166,8 +166,12 @@ class HVAEConfig:
     if preset:
       if preset not in PRESETS:
         raise ValueError(f"unknown HVAE preset {preset!r}; valid: {sorted(PRESETS)}")
-      fn = PRESETS[preset]
-      base = fn() if preset == "morphomnist" else fn(int(items.get("context_dim", 6)))
+      if preset == "morphomnist":
+        base = morphomnist()
+      elif "context_dim" not in items:
+        raise ValueError(f"HVAE preset {preset!r} needs context_dim")
+      else:
+        base = PRESETS[preset](int(items["context_dim"]))
       return dataclasses.replace(base, **items)
     missing = sorted(f.name for f in dataclasses.fields(cls)
                      if f.default is dataclasses.MISSING and f.name not in items)
