@@ -1,7 +1,7 @@
 """Grain input-pipeline throughput (examples/s, one process) for a dataset config.
 
   python benchmarks/input.py --config=configs/synth_chest.py [--workdir=runs/synth_chest]
-      [--batches=200] [--threads=2]
+      [--batches=200] [--threads=2] [--set=data.manual_dir=DIR]
 
 Builds the dataset if absent (in the workdir's data directory), then times the training
 pipeline exactly as the stages use it (TFDS array_record source -> shuffle -> decode ->
@@ -27,6 +27,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir holding data/ (default:
 _BATCHES = flags.DEFINE_integer("batches", 200, "Timed batches.")
 _THREADS = flags.DEFINE_integer("threads", 2, "Grain read threads.")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Batch size.")
+_SET = flags.DEFINE_multi_string("set", [], "Config override a.b=value (repeatable), e.g. "
+                                 "--set=data.manual_dir=/data/padchest.")
 
 
 def main(argv):
@@ -34,10 +36,19 @@ def main(argv):
   from segcft_jax.data import datasets, pipeline  # pylint: disable=g-import-not-at-top
   from segcft_jax.stages import data as data_stage  # pylint: disable=g-import-not-at-top
   config = config_files.load(_CONFIG.value)
+  with config.unlocked():
+    for item in _SET.value:
+      key, _, value = item.partition("=")
+      node, *path = key.split(".")[::-1]
+      parent = config
+      for k in reversed(path):
+        parent = parent[k]
+      parent[node] = type(parent[node])(value)  # Unknown keys fail: the config is locked.
   workdir = _WORKDIR.value or config_files.default_workdir(config)
   builder = datasets.builder(config.data, workdir)
   if not builder.is_prepared():
     data_stage.run(config, workdir)
+    builder = datasets.prepared_builder(config.data, workdir)  # Re-read the built splits.
   keys = datasets.spec(config.data.name).model_keys
   train = pipeline.train_dataset(datasets.open_split(builder, "train"), keys, _BATCH.value,
                                  seed=0)
