@@ -23,11 +23,6 @@ from segcft_jax.train import defaults
 VARIANTS = ("default", "quick")
 
 
-def _unet(widths, blocks_per_level=1, norm_groups=8):
-  return ml_collections.ConfigDict(dict(widths=tuple(widths), blocks_per_level=blocks_per_level,
-                                        norm_groups=norm_groups))
-
-
 def _scm() -> ml_collections.ConfigDict:
   """causal-gen's Morpho-MNIST graph (§3.2): thickness -> intensity; digit an independent
   root. Continuous parents scaled to [-1, 1] with the fixed train ranges of §2.2."""
@@ -66,17 +61,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       num_validation=200 if quick else 1000,
       num_test=200 if quick else 1000))
 
-  steps = 80 if quick else 600
-  common = dict(batch_size=32, num_steps=steps, log_every=20 if quick else 50,
-                eval_every=steps, ckpt_every=steps // 2, eval_batch_size=100, dice_weight=1.0,
-                optim=defaults.optim_config(lr=3e-3 if quick else 2e-3,
-                                            warmup_steps=10 if quick else 50))
-  # The training segmentor (frozen afterwards; Seg-CFT's predictor of the stroke area).
-  c.segmentor = defaults.train_config(seed=1, **common,
-                                      model=_unet((8, 16) if quick else (8, 16, 32)))
-  # The oracle: independently trained (other seed, other width), evaluation only.
-  c.oracle = defaults.train_config(seed=2, **common,
-                                   model=_unet((12, 24) if quick else (12, 24, 48)))
+  # Segmentor (frozen afterwards; Seg-CFT's predictor) and the evaluation-only oracle.
+  c.segmentor, c.oracle = defaults.segmentor_pair(
+      num_steps=80 if quick else 600,
+      widths=(8, 16) if quick else (8, 16, 32),
+      oracle_widths=(12, 24) if quick else (12, 24, 48),
+      batch_size=32,
+      log_every=20 if quick else 50,
+      eval_batch_size=100,
+      optim=defaults.optim_config(lr=3e-3 if quick else 2e-3, warmup_steps=10 if quick else 50))
   c.scm = _scm()
   # Reg-CFT's predictor of the continuous parents (the digit is categorical).
   c.regressor = defaults.train_config(

@@ -25,11 +25,6 @@ from segcft_jax.train import defaults
 VARIANTS = ("default", "quick")
 
 
-def _unet(widths, blocks_per_level=1, norm_groups=8):
-  return ml_collections.ConfigDict(dict(widths=tuple(widths), blocks_per_level=blocks_per_level,
-                                        norm_groups=norm_groups))
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the locked config of variant `arg` (one of VARIANTS; None = default)."""
   variant = arg or "default"
@@ -61,16 +56,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       max_skip_fraction=0.05,  # more bad rows than this stops the build
       seed=0))
 
-  steps = 100 if quick else 1000
-  common = dict(batch_size=16, num_steps=steps, log_every=20 if quick else 50,
-                eval_every=steps, ckpt_every=steps // 2, eval_batch_size=32, dice_weight=1.0,
-                optim=defaults.optim_config(lr=3e-3 if quick else 2e-3,
-                                            warmup_steps=10 if quick else 50))
-  # The training segmentor: frozen afterwards and used as Seg-CFT's predictor.
-  c.segmentor = defaults.train_config(seed=1, **common,
-                                      model=_unet((8, 16) if quick else (8, 16, 32, 64)))
-  # The oracle: independently trained (other seed, other width), evaluation only.
-  c.oracle = defaults.train_config(seed=2, **common,
-                                   model=_unet((12, 24) if quick else (12, 24, 48, 96)))
+  # Segmentor (frozen afterwards; Seg-CFT's predictor) and the evaluation-only oracle.
+  c.segmentor, c.oracle = defaults.segmentor_pair(
+      num_steps=100 if quick else 1000,
+      widths=(8, 16) if quick else (8, 16, 32, 64),
+      oracle_widths=(12, 24) if quick else (12, 24, 48, 96),
+      batch_size=16,
+      log_every=20 if quick else 50,
+      eval_batch_size=32,
+      optim=defaults.optim_config(lr=3e-3 if quick else 2e-3, warmup_steps=10 if quick else 50))
   c.lock()
   return c

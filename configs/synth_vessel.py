@@ -52,11 +52,6 @@ _LOG1P_AREA_64 = {
 }
 
 
-def _unet(widths, blocks_per_level=1, norm_groups=8):
-  return ml_collections.ConfigDict(dict(widths=tuple(widths), blocks_per_level=blocks_per_level,
-                                        norm_groups=norm_groups))
-
-
 def _scm(variables: tuple[str, ...], image_size: int) -> ml_collections.ConfigDict:
   """Causal graph: sex, age roots; every area a child of (sex, age); a lumen area also a child
   of the plaque areas of its region (plaques narrow the lumen in the renderer)."""
@@ -103,18 +98,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       num_validation=64 if quick else 500,
       num_test=64 if quick else 500))
 
-  steps = 60 if quick else 300  # default: ~70 s of segmentor training on 2 idle cores
-  common = dict(batch_size=16 if quick else 32, num_steps=steps,
-                log_every=20 if quick else 50, eval_every=steps, ckpt_every=steps // 2,
-                eval_batch_size=32 if quick else 100, dice_weight=1.0,
-                optim=defaults.optim_config(lr=3e-3 if quick else 2e-3,
-                                            warmup_steps=10 if quick else 50))
-  # The training segmentor: frozen afterwards and used as (Pos-)Seg-CFT's predictor.
-  c.segmentor = defaults.train_config(seed=1, **common,
-                                      model=_unet((8, 16) if quick else (8, 16, 32)))
-  # The oracle: independently trained (other seed, other width), evaluation only.
-  c.oracle = defaults.train_config(seed=2, **common,
-                                   model=_unet((12, 24) if quick else (12, 24, 48)))
+  # Segmentor (frozen afterwards; Seg-CFT's predictor) and the evaluation-only oracle.
+  c.segmentor, c.oracle = defaults.segmentor_pair(
+      num_steps=60 if quick else 300,
+      widths=(8, 16) if quick else (8, 16, 32),
+      oracle_widths=(12, 24) if quick else (12, 24, 48),
+      batch_size=16 if quick else 32,
+      log_every=20 if quick else 50,
+      eval_batch_size=32 if quick else 100,
+      optim=defaults.optim_config(lr=3e-3 if quick else 2e-3, warmup_steps=10 if quick else 50))
   c.scm = _scm(c.cft_variables, c.data.image_size)
   # Reg-CFT's predictor: reads the areas from the whole image (contrast shortcut allowed).
   c.regressor = defaults.train_config(

@@ -30,3 +30,24 @@ def train_config(*, seed: int, batch_size: int, num_steps: int, log_every: int =
       ckpt_every=ckpt_every or num_steps, ema_rate=ema_rate, grad_skip=grad_skip,
       max_skip_fraction=0.25, min_steps_before_divergence_check=20,
       optim=optim or optim_config(), **extra))
+
+
+def unet_config(widths, blocks_per_level: int = 1,
+                norm_groups: int = 8) -> ml_collections.ConfigDict:
+  """A U-Net architecture (see `segcft_jax.models.unet.UNet`)."""
+  return ml_collections.ConfigDict(dict(widths=tuple(widths), blocks_per_level=blocks_per_level,
+                                        norm_groups=norm_groups))
+
+
+def segmentor_pair(*, num_steps: int, widths, oracle_widths, **common
+                   ) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
+  """The `segmentor` and `oracle` sections: one recipe, other seed and width for the oracle.
+
+  The segmentor is frozen after training and is Seg-CFT's predictor; the oracle is trained
+  independently and used only for evaluation. `common` goes to `train_config` (batch_size,
+  log_every, eval_batch_size, optim, ...).
+  """
+  common = dict(dict(eval_every=num_steps, ckpt_every=num_steps // 2, dice_weight=1.0),
+                **common)
+  return (train_config(seed=1, num_steps=num_steps, model=unet_config(widths), **common),
+          train_config(seed=2, num_steps=num_steps, model=unet_config(oracle_widths), **common))
