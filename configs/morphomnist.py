@@ -40,19 +40,9 @@ def _scm() -> ml_collections.ConfigDict:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the locked config of variant `arg` (one of VARIANTS; None = default)."""
-  variant = arg or "default"
-  if variant not in VARIANTS:
-    raise ValueError(f"Unknown variant {variant!r} of configs/morphomnist.py; "
-                     f"valid variants: {', '.join(VARIANTS)}.")
+  c = defaults.new_config("morphomnist", arg, VARIANTS, stages=("data", "segmentor", "oracle"))
+  variant = c.variant
   quick = variant == "quick"
-  c = ml_collections.ConfigDict()
-  c.name = "morphomnist"
-  c.variant = variant
-  c.seed = 0
-  # Non-partitionable threefry: compiles ~8x faster on CPU (see configs/synth_chest.py).
-  c.threefry_partitionable = False
-  c.stages = ("data", "segmentor", "oracle")
-  c.mesh = ml_collections.ConfigDict(dict(num_devices=-1, fsdp=1, fsdp_min_size=2 ** 14))
 
   # source_dir "": $SEGCFT_MORPHOMNIST_DIR, else <repo>/../shared/data/morphomnist.
   c.data = ml_collections.ConfigDict(dict(

@@ -27,19 +27,9 @@ VARIANTS = ("default", "quick")
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the locked config of variant `arg` (one of VARIANTS; None = default)."""
-  variant = arg or "default"
-  if variant not in VARIANTS:
-    raise ValueError(f"Unknown variant {variant!r} of configs/padchest.py; "
-                     f"valid variants: {', '.join(VARIANTS)}.")
+  c = defaults.new_config("padchest", arg, VARIANTS, stages=("data", "segmentor", "oracle"))
+  variant = c.variant
   quick = variant == "quick"
-  c = ml_collections.ConfigDict()
-  c.name = "padchest"
-  c.variant = variant
-  c.seed = 0
-  # Non-partitionable threefry: compiles ~8x faster on CPU (see configs/synth_chest.py).
-  c.threefry_partitionable = False
-  c.stages = ("data", "segmentor", "oracle")
-  c.mesh = ml_collections.ConfigDict(dict(num_devices=-1, fsdp=1, fsdp_min_size=2 ** 14))
 
   c.data = ml_collections.ConfigDict(dict(
       name="padchest", data_dir="",

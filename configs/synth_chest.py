@@ -46,22 +46,11 @@ def _scm(image_size: int) -> ml_collections.ConfigDict:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the locked config of variant `arg` (one of VARIANTS; None = default)."""
-  variant = arg or "default"
-  if variant not in VARIANTS:
-    raise ValueError(f"Unknown variant {variant!r} of configs/synth_chest.py; "
-                     f"valid variants: {', '.join(VARIANTS)}.")
+  c = defaults.new_config(
+      "synth_chest", arg, VARIANTS,
+      stages=("data", "segmentor", "oracle", "regressor", "pgm", "hvae"))
+  variant = c.variant
   quick = variant == "quick"
-  c = ml_collections.ConfigDict()
-  c.name = "synth_chest"
-  c.variant = variant
-  c.seed = 0
-  # Threefry variant. The partitionable one (JAX's default) compiles ~8x slower on CPU
-  # (jax.random.normal: 2.3 s -> 0.3 s; U-Net init 12.7 s -> 1.6 s, measured on the 2-core
-  # CI machine); both are sharding-invariant but draw different numbers, so it is recorded.
-  c.threefry_partitionable = False
-  c.stages = ("data", "segmentor", "oracle", "regressor", "pgm", "hvae")
-  # Devices (-1: all); fsdp > 1 shards parameters over groups of that many devices.
-  c.mesh = ml_collections.ConfigDict(dict(num_devices=-1, fsdp=1, fsdp_min_size=2 ** 14))
 
   c.data = ml_collections.ConfigDict(dict(
       name="synth_chest", data_dir="", seed=0,

@@ -72,24 +72,13 @@ def _scm(variables: tuple[str, ...], image_size: int) -> ml_collections.ConfigDi
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the locked config of variant `arg` (one of VARIANTS; None = default)."""
-  variant = arg or "default"
-  if variant not in VARIANTS:
-    raise ValueError(f"Unknown variant {variant!r} of configs/synth_vessel.py; "
-                     f"valid variants: {', '.join(VARIANTS)}.")
+  c = defaults.new_config("synth_vessel", arg, VARIANTS, stages=("data", "segmentor", "oracle"))
+  variant = c.variant
   quick = variant.endswith("quick")
   positional = variant.startswith("positional")
-  c = ml_collections.ConfigDict()
-  c.name = "synth_vessel"
-  c.variant = variant
-  c.seed = 0
   # Seg-CFT ("global": whole-vessel areas) or Pos-Seg-CFT ("positional": per-region areas).
   c.setting = "positional" if positional else "global"
   c.cft_variables = REGIONAL_AREAS if positional else GLOBAL_AREAS
-  # Non-partitionable threefry: compiles ~8x faster on CPU (see configs/synth_chest.py).
-  c.threefry_partitionable = False
-  c.stages = ("data", "segmentor", "oracle")
-  # Devices (-1: all); fsdp > 1 shards parameters over groups of that many devices.
-  c.mesh = ml_collections.ConfigDict(dict(num_devices=-1, fsdp=1, fsdp_min_size=2 ** 14))
 
   c.data = ml_collections.ConfigDict(dict(
       name="synth_vessel", data_dir="", seed=0,

@@ -65,6 +65,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains the HVAE; reports test -ELBO in bits/dim."""
   task = hvae_task(config)
   data = setup.prepare(config, workdir, "hvae", ("image", *config.hvae.parents))
-  summarise = lambda m: {k: float(v) for k, v in m.items()}
-  result, test = setup.train_and_evaluate(config, workdir, "hvae", task, data, summarise)
+  result, test = setup.train_and_evaluate(config, workdir, "hvae", task, data)
   return dict(test=test, **setup.run_summary(result))

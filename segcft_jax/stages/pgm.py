@@ -48,6 +48,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Fits the SCM on the train split; reports test log-likelihood (nats per example)."""
   task = pgm_task(config)
   data = setup.prepare(config, workdir, "pgm", make_pgm(config).graph.order)
-  summarise = lambda m: {k: float(v) for k, v in m.items()}
-  result, test = setup.train_and_evaluate(config, workdir, "pgm", task, data, summarise)
+  result, test = setup.train_and_evaluate(config, workdir, "pgm", task, data)
   return dict(test=test, **setup.run_summary(result))

@@ -131,6 +131,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     stats = target_stats(data.sources["train"], list(types))
     metrics_log.write_json(stats_path, stats)
   task = regression_task(cfg, types, stats)
-  summarise = lambda m: {k: float(v) for k, v in m.items()}
-  result, test = setup.train_and_evaluate(config, workdir, "regressor", task, data, summarise)
+  result, test = setup.train_and_evaluate(config, workdir, "regressor", task, data)
   return dict(test=test, **setup.run_summary(result))

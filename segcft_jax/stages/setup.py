@@ -61,8 +61,13 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, name: str,
                    eval_batch_size=eval_bs)
 
 
+def as_floats(metrics: dict) -> dict:
+  """Scalar metrics as plain floats (the default summary of a stage's evaluation)."""
+  return {k: float(v) for k, v in metrics.items()}
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, name: str, task: Task,
-                       data: StageData, summarise: Callable[[dict], dict],
+                       data: StageData, summarise: Callable[[dict], dict] = as_floats,
                        frozen: Any = None) -> tuple[FitResult, dict]:
   """Fits `task` (validation every `eval_every` steps) and evaluates the EMA params on test.
 

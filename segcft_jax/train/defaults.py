@@ -5,6 +5,25 @@ from __future__ import annotations
 import ml_collections
 
 
+def new_config(name: str, arg: str | None, variants: tuple[str, ...],
+               stages: tuple[str, ...]) -> ml_collections.ConfigDict:
+  """The fields every config file starts with; fails on a variant not in `variants`.
+
+  `threefry_partitionable=False`: JAX's default (partitionable) threefry compiles ~8x
+  slower on CPU (jax.random.normal 2.3 s -> 0.3 s; U-Net init 12.7 s -> 1.6 s, measured on the
+  2-core CI machine). Both are sharding-invariant but draw different numbers, so the choice
+  is recorded in the config. `mesh`: devices (-1: all); fsdp > 1 shards parameters over
+  groups of that many devices.
+  """
+  variant = arg or "default"
+  if variant not in variants:
+    raise ValueError(f"Unknown variant {variant!r} of configs/{name}.py; "
+                     f"valid variants: {', '.join(variants)}.")
+  return ml_collections.ConfigDict(dict(
+      name=name, variant=variant, seed=0, threefry_partitionable=False, stages=tuple(stages),
+      mesh=ml_collections.ConfigDict(dict(num_devices=-1, fsdp=1, fsdp_min_size=2 ** 14))))
+
+
 def optim_config(lr: float = 1e-3, warmup_steps: int = 100, weight_decay: float = 1e-4,
                  grad_clip: float = 100.0, b1: float = 0.9, b2: float = 0.999,
                  eps: float = 1e-8) -> ml_collections.ConfigDict:

@@ -124,11 +124,10 @@ def fit(task: Task,
   state, start, offset, data_iter = _init_or_restore(
       checkpointer, abstract, lambda: jax.jit(init_state, out_shardings=state_shardings)(
           init_rng, example), train_data)
+  writer = metrics_log.MetricsWriter(os.path.join(stage_dir, "metrics.jsonl"))
   if start:
     log.info("[%s] resumed from step %d of %d (%s)", task.name, start, cfg.num_steps,
              checkpointer.directory)
-  writer = metrics_log.MetricsWriter(os.path.join(stage_dir, "metrics.jsonl"))
-  if start:
     writer.write({"event": "resume", "step": start})
 
   step_fn = jax.jit(

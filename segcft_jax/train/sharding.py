@@ -34,8 +34,9 @@ def make_mesh(num_devices: int = -1, devices: Sequence[jax.Device] | None = None
           "set it to -1 (all devices) or a smaller number.")
     devices = devices[:num_devices]
   if fsdp < 1 or len(devices) % fsdp:
+    divisors = [d for d in range(1, len(devices) + 1) if len(devices) % d == 0]
     raise ValueError(f"config.mesh.fsdp={fsdp} must divide the {len(devices)} devices; "
-                     f"valid values: {[d for d in range(1, len(devices) + 1) if len(devices) % d == 0]}.")
+                     f"valid values: {divisors}.")
   return jax.make_mesh((len(devices) // fsdp, fsdp), BATCH_AXES,
                        axis_types=(AxisType.Auto, AxisType.Auto), devices=devices)
 
