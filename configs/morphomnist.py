@@ -18,6 +18,7 @@ Measured results (2-core CPU shared with other jobs, 2026-11-23; the commands ab
 import ml_collections
 
 from segcft_jax.data import morphomnist
+from segcft_jax.evaluation.config import evaluate_config
 from segcft_jax.train import defaults
 
 VARIANTS = ("default", "quick")
@@ -67,5 +68,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       eval_batch_size=100, variables=("thickness", "intensity"), loss="gaussian_nll",
       model=ml_collections.ConfigDict(dict(width=4 if quick else 8, norm_groups=8)),
       optim=defaults.optim_config(lr=3e-3, warmup_steps=10 if quick else 50))
+  c.evaluate = evaluate_config(quick, area_error="mae")  # SPEC §4 suite (the evaluate stage)
   c.lock()
   return c

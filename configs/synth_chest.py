@@ -19,6 +19,7 @@ import math
 
 import ml_collections
 
+from segcft_jax.evaluation.config import evaluate_config
 from segcft_jax.train import defaults
 
 VARIANTS = ("default", "quick")
@@ -48,7 +49,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the locked config of variant `arg` (one of VARIANTS; None = default)."""
   c = defaults.new_config(
       "synth_chest", arg, VARIANTS,
-      stages=("data", "segmentor", "oracle", "regressor", "pgm", "hvae"))
+      stages=("data", "segmentor", "oracle", "regressor", "pgm", "hvae", "cft_reg", "cft_seg",
+              "evaluate"))
   variant = c.variant
   quick = variant == "quick"
 
@@ -76,25 +78,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       variables=AREAS, loss="gaussian_nll",
       model=ml_collections.ConfigDict(dict(width=4 if quick else 8, norm_groups=8)),
       optim=defaults.optim_config(lr=3e-3, warmup_steps=10 if quick else 50))
-  # The scalar SCM: spline roots, conditional-affine children (SPEC §1).
-  c.pgm = defaults.train_config(
-      seed=4, batch_size=64 if quick else 128, num_steps=200 if quick else 1000,
-      log_every=50 if quick else 200, eval_batch_size=64 if quick else 100,
-      model=ml_collections.ConfigDict(dict(hidden=(32, 32), num_bins=8, bound=3.0,
-                                           child_spline=False)),
-      optim=defaults.optim_config(lr=3e-3, warmup_steps=20, weight_decay=1e-4))
-  # The image mechanism: a CPU-sized VDVAE-style HVAE, exogenous prior (SPEC §1).
-  c.hvae = defaults.train_config(
-      seed=5, batch_size=16 if quick else 32, num_steps=100 if quick else 700,
-      log_every=25 if quick else 100, eval_batch_size=32 if quick else 100,
-      parents=("sex", "age", *AREAS), beta=1.0, grad_skip=500.0, ema_rate=0.999,
-      model=ml_collections.ConfigDict(dict(
-          widths=(8, 16, 32, 64) if quick else (16, 32, 48, 64, 128),
-          enc_arch="32b1d2,16b1d2,8b1d8,1b1" if quick else "64b1d2,32b1d2,16b1d2,8b1d8,1b1",
-          dec_arch="1b1,8b1,16b1,32b1" if quick else "1b1,8b1,16b1,32b1,64b1",
-          z_dim=8 if quick else 16, z_max_res=16 if quick else 32, bias_max_res=16,
-          cond_prior=False)),
-      optim=defaults.optim_config(lr=1e-3, warmup_steps=20 if quick else 100, b2=0.9,
-                                  weight_decay=0.01, grad_clip=350.0))
+  # The scalar SCM (spline roots, conditional-affine children) and the image mechanism (a
+  # CPU-sized VDVAE-style HVAE, exogenous prior), SPEC §1.
+  c.pgm, c.hvae = defaults.dscm_sections(quick, parents=("sex", "age", *AREAS))
+  # Counterfactual fine-tuning: Reg-CFT (regressor) and Seg-CFT (segmentor soft areas) of the
+  # pretrained HVAE, over all three organ areas (SPEC §1).
+  for stage, section in defaults.cft_sections(quick, ("cft_reg", "cft_seg")).items():
+    c[stage] = section
+  c.evaluate = evaluate_config(quick)  # SPEC §4 suite (the evaluate stage)
   c.lock()
   return c

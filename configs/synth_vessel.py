@@ -25,6 +25,7 @@ import math
 
 import ml_collections
 
+from segcft_jax.evaluation.config import evaluate_config
 from segcft_jax.train import defaults
 
 VARIANTS = ("default", "quick", "positional", "positional_quick")
@@ -72,10 +73,13 @@ def _scm(variables: tuple[str, ...], image_size: int) -> ml_collections.ConfigDi
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the locked config of variant `arg` (one of VARIANTS; None = default)."""
-  c = defaults.new_config("synth_vessel", arg, VARIANTS, stages=("data", "segmentor", "oracle"))
+  positional = (arg or "").startswith("positional")
+  cft_stages = ("cft_reg", "cft_seg") + (("cft_pos_seg",) if positional else ())
+  c = defaults.new_config("synth_vessel", arg, VARIANTS,
+                          stages=("data", "segmentor", "oracle", "regressor", "pgm", "hvae",
+                                  *cft_stages, "evaluate"))
   variant = c.variant
   quick = variant.endswith("quick")
-  positional = variant.startswith("positional")
   # Seg-CFT ("global": whole-vessel areas) or Pos-Seg-CFT ("positional": per-region areas).
   c.setting = "positional" if positional else "global"
   c.cft_variables = REGIONAL_AREAS if positional else GLOBAL_AREAS
@@ -104,5 +108,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       variables=c.cft_variables, loss="gaussian_nll",
       model=ml_collections.ConfigDict(dict(width=4 if quick else 8, norm_groups=8)),
       optim=defaults.optim_config(lr=3e-3, warmup_steps=10 if quick else 50))
+  # The scalar SCM and the image mechanism (same recipe as synth_chest), SPEC §1.
+  c.pgm, c.hvae = defaults.dscm_sections(quick, parents=("sex", "age", *c.cft_variables))
+  # Counterfactual fine-tuning: Reg-CFT, global Seg-CFT (soft areas of whole structures) and,
+  # in the positional setting, Pos-Seg-CFT (regional soft areas). A plaque area can be 0, so
+  # the relative-L1 floor is 5 px.
+  for stage, section in defaults.cft_sections(quick, cft_stages, distance_floor=5.0).items():
+    c[stage] = section
+  c.evaluate = evaluate_config(quick, area_error="mae")  # SPEC §4 suite (the evaluate stage)
   c.lock()
   return c

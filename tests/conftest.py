@@ -18,3 +18,35 @@ from absl import flags  # pylint: disable=g-import-not-at-top
 
 # Grain's multiprocessing reads absl flags (google/grain#1355); mark them parsed for pytest.
 flags.FLAGS.mark_as_parsed()
+
+
+import subprocess  # pylint: disable=g-import-not-at-top,g-bad-import-order
+import sys  # pylint: disable=g-import-not-at-top,g-bad-import-order
+
+import pytest  # pylint: disable=g-import-not-at-top,g-bad-import-order
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Stages of the shared quick workdir and their (shortened) step counts.
+QUICK_CHEST_STAGES = ("data", "segmentor", "oracle", "regressor", "pgm", "hvae", "cft_reg",
+                      "cft_seg")
+QUICK_CHEST_OVERRIDES = ("--config.segmentor.num_steps=30", "--config.oracle.num_steps=30",
+                         "--config.regressor.num_steps=30", "--config.pgm.num_steps=100",
+                         "--config.hvae.num_steps=40", "--config.cft_reg.num_steps=4",
+                         "--config.cft_seg.num_steps=4")
+
+
+@pytest.fixture(scope="session")
+def quick_chest_workdir(tmp_path_factory) -> str:
+  """A workdir of the quick chest config trained through every stage up to fine-tuning.
+
+  Built once per test session by the command line, on one CPU device, with shortened step
+  counts (a smoke-sized model, not a good one).
+  """
+  work = str(tmp_path_factory.mktemp("quick_chest"))
+  env = dict(os.environ, XLA_FLAGS=os.environ["XLA_FLAGS"].replace(_FLAG, ""))
+  r = subprocess.run([sys.executable, "-m", "segcft_jax.main",
+                      "--config=configs/synth_chest.py:quick", f"--workdir={work}",
+                      f"--stages={','.join(QUICK_CHEST_STAGES)}", *QUICK_CHEST_OVERRIDES],
+                     cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  assert r.returncode == 0, r.stderr[-3000:]
+  return work

@@ -33,10 +33,12 @@ class DatasetSpec:
     make_builder: `(data config, data_dir) -> tfds builder`.
     class_names: segmentation classes (label = index).
     model_keys: fields fed to models (images are normalised to [-1, 1] on read).
+    region_names: names of the labels 1..R of the `regions` map (empty: no region map).
   """
   make_builder: Callable[[ml_collections.ConfigDict, str], tfds.core.DatasetBuilder]
   class_names: tuple[str, ...]
   model_keys: tuple[str, ...]
+  region_names: tuple[str, ...] = ()
 
 
 def spec(name: str) -> DatasetSpec:
@@ -46,7 +48,8 @@ def spec(name: str) -> DatasetSpec:
                      f"known datasets: {sorted(_MODULES)}.")
   module = importlib.import_module(_MODULES[name])
   return DatasetSpec(make_builder=module.make_builder, class_names=tuple(module.CLASS_NAMES),
-                     model_keys=tuple(module.MODEL_KEYS))
+                     model_keys=tuple(module.MODEL_KEYS),
+                     region_names=tuple(getattr(module, "REGION_NAMES", ())))
 
 
 def data_dir(cfg: ml_collections.ConfigDict, workdir: str) -> str:

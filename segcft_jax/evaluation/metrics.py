@@ -43,6 +43,16 @@ def hard_area(labels: jax.Array, cls: int, region: jax.Array | None = None) -> j
   return hit.sum(axis=(1, 2))
 
 
+def structure_mask(labels: jax.Array, cls: int, regions: jax.Array | None = None,
+                   region: int | None = None) -> jax.Array:
+  """`[B, H, W]` boolean mask of class `cls` (restricted to region label `region` of the
+  region map `regions` when both are given)."""
+  hit = labels == cls
+  if region is not None and regions is not None:
+    hit = hit & (regions == region)
+  return hit
+
+
 def dilate(mask: jax.Array, pixels: int) -> jax.Array:
   """Binary dilation of `[B, H, W]` masks by a 3×3 square, `pixels` times."""
   m = mask.astype(jnp.float32)[..., None]
@@ -85,13 +95,21 @@ def true_counterfactual_error(x_cf: jax.Array, x_true: jax.Array) -> dict[str, j
   return {"mae": jnp.abs(err).mean(axis=1), "psnr": psnr}
 
 
+def composition_series(cf: CounterfactualFn, x: jax.Array, parents: Mapping[str, jax.Array],
+                       rng: jax.Array, times: int) -> list[jax.Array]:
+  """Mean L1 (0-255) between x and x^(n), n = 1..times: x^(n) = null intervention applied
+  to x^(n-1) with key fold_in(rng, n - 1), x^(0) = x. Element n - 1 is `composition(..., n)`."""
+  x_n, out = x, []
+  for i in range(times):
+    x_n, _ = cf(x_n, parents, {}, jax.random.fold_in(rng, i))
+    out.append(image_l1(x_n, x))
+  return out
+
+
 def composition(cf: CounterfactualFn, x: jax.Array, parents: Mapping[str, jax.Array],
                 rng: jax.Array, times: int) -> jax.Array:
   """Mean L1 (0-255) between x and `times` successive null interventions applied to it."""
-  x_n = x
-  for i in range(times):
-    x_n, _ = cf(x_n, parents, {}, jax.random.fold_in(rng, i))
-  return image_l1(x_n, x)
+  return composition_series(cf, x, parents, rng, times)[-1]
 
 
 def reversibility(cf: CounterfactualFn, x: jax.Array, parents: Mapping[str, jax.Array],

@@ -179,7 +179,7 @@ class HVAE(nn.Module):
     return pa * mask
 
   def __call__(self, x: jnp.ndarray, pa: jnp.ndarray, beta: float | jnp.ndarray = 1.0,
-               training: bool = True) -> dict[str, jnp.ndarray]:
+               training: bool = True, return_latents: bool = False) -> dict:
     """Negative ELBO and its terms, per example, in nats per dimension.
 
     Args:
@@ -187,6 +187,9 @@ class HVAE(nn.Module):
       pa: Parents ``[B, C_pa]``.
       beta: KL weight.
       training: Enables the prior-conditioning dropout (``cond_prior`` models only).
+      return_latents: Also return the posterior samples under ``"latents"`` (one
+        ``[B, r, r, z_dim]`` per stochastic block): an abduction ``z ~ q(z | x, pa)`` at
+        temperature 1, reusable for a counterfactual of the same batch.
 
     Returns:
       ``dict(nelbo=[B], nll=[B], kl=[B])`` with ``nelbo = nll + beta kl``. With free bits
@@ -205,7 +208,10 @@ class HVAE(nn.Module):
       kl = jnp.broadcast_to(kl / dims, nll.shape)
     else:
       kl = sum(st["kl"].sum(axis=(1, 2, 3)) for st in stats) / dims  # [B]
-    return dict(nelbo=nll + beta * kl, nll=nll, kl=kl)
+    out = dict(nelbo=nll + beta * kl, nll=nll, kl=kl)
+    if return_latents:
+      out["latents"] = [st["z"] for st in stats]
+    return out
 
   def abduct(self, x: jnp.ndarray, pa: jnp.ndarray,
              t: float | jnp.ndarray | None = None) -> list[jnp.ndarray]:

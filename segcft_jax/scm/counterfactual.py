@@ -50,7 +50,8 @@ class DSCM:
 
 
 def counterfactual(models: DSCM, params: Mapping[str, Any], x: jax.Array, parents: Values,
-                   do: Do, rng: jax.Array, t_abduct: float | None = None
+                   do: Do, rng: jax.Array, t_abduct: float | None = None,
+                   latents: Sequence[jax.Array] | None = None
                    ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Counterfactual images and parents for a batch.
 
@@ -62,6 +63,8 @@ def counterfactual(models: DSCM, params: Mapping[str, Any], x: jax.Array, parent
     do: interventions, name -> (normalised value `[B]`, mask `[B]` bool or None).
     rng: key of the posterior sample.
     t_abduct: posterior temperature (None: 1, as in causal-gen's dscm.py).
+    latents: an abduction of this batch already drawn (e.g. the posterior samples of the
+      ELBO pass, `HVAE(..., return_latents=True)`); skips the encoder and posterior pass.
 
   Returns:
     `(x_cf [B, H, W, 1], parents_cf)`; with no intervention x_cf == x up to rounding.
@@ -69,8 +72,11 @@ def counterfactual(models: DSCM, params: Mapping[str, Any], x: jax.Array, parent
   parents_cf = models.pgm.counterfactual(params["pgm"], parents, do)
   pa, pa_cf = models.parent_vector(parents), models.parent_vector(parents_cf)
   variables = {"params": params["hvae"]}
-  z = models.hvae.apply(variables, x, pa, t=t_abduct, method=HVAE.abduct,
-                        rngs={"sample": rng})
+  if latents is None:
+    z = models.hvae.apply(variables, x, pa, t=t_abduct, method=HVAE.abduct,
+                          rngs={"sample": rng})
+  else:
+    z = list(latents)
   # Factual and counterfactual decodes of the same latents as one doubled batch.
   z2 = [jnp.concatenate([zi, zi]) for zi in z]
   mu2, sigma2 = models.hvae.apply(variables, z2, jnp.concatenate([pa, pa_cf]),

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import ml_collections
 
-from segcft_jax.stages import data, hvae, pgm, records, regressor, segmentor
+from segcft_jax.stages import cft, data, evaluate, hvae, pgm, records, regressor, segmentor
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,10 @@ REGISTRY: dict[str, StageFn] = {
     "regressor": regressor.run,
     "pgm": pgm.run,
     "hvae": hvae.run,
+    "cft_reg": cft.run_reg,
+    "cft_seg": cft.run_seg,
+    "cft_pos_seg": cft.run_pos_seg,
+    "evaluate": evaluate.run,
 }
 
 

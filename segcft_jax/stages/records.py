@@ -13,8 +13,12 @@ import ml_collections
 from segcft_jax.train import metrics_log
 
 
+# Stages whose directory is not their name (SPEC §3: the evaluate stage writes eval/).
+_DIRS = {"evaluate": "eval"}
+
+
 def stage_dir(workdir: str, name: str) -> str:
-  return os.path.join(workdir, name)
+  return os.path.join(workdir, _DIRS.get(name, name))
 
 
 def summary_path(workdir: str, name: str) -> str:

@@ -62,11 +62,16 @@ def predict(model: Regressor, params, x: jax.Array, types: Mapping[str, str],
   return result
 
 
+def make_regressor(cfg: ml_collections.ConfigDict, types: Mapping[str, str]) -> Regressor:
+  """The CNN of `config.regressor.model`: two head units (mean, scale or logit) per variable."""
+  return Regressor(outputs=2 * len(types), width=cfg.model.width,
+                   norm_groups=cfg.model.norm_groups)
+
+
 def regression_task(cfg: ml_collections.ConfigDict, types: Mapping[str, str],
                     stats: Mapping[str, tuple[float, float]]) -> Task:
   """Per-example eval metrics: absolute error and absolute percentage error per variable."""
-  model = Regressor(outputs=2 * len(types), width=cfg.model.width,
-                    norm_groups=cfg.model.norm_groups)
+  model = make_regressor(cfg, types)
 
   def per_variable_loss(params, batch):
     out = model.apply({"params": params}, batch["image"])

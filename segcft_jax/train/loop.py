@@ -21,7 +21,7 @@ import numpy as np
 
 from segcft_jax.data import pipeline
 from segcft_jax.train import checkpoint as ckpt_lib
-from segcft_jax.train import metrics_log, optim, sharding
+from segcft_jax.train import metrics_log, sharding
 from segcft_jax.train import state as state_lib
 from segcft_jax.train.step import make_train_step
 from segcft_jax.train.task import Task
@@ -44,13 +44,17 @@ class FitResult:
 
 def abstract_state(task: Task, cfg: ml_collections.ConfigDict, example: Mapping[str, Any],
                    mesh, fsdp_min_size: int = sharding.FSDP_MIN_SIZE) -> tuple[Any, Callable]:
-  """Shapes/shardings of the state and the function that builds it from a key."""
-  tx = optim.make_optimizer(cfg.optim)
+  """Shapes/shardings of the state and the function that builds it.
 
-  def init_state(rng, batch):
-    return state_lib.create(task.init(rng, batch), tx)
+  The function is `(rng, batch, params) -> state`: `params` is `task.pretrained` (None for a
+  task trained from scratch, whose parameters come from `task.init(rng, batch)`).
+  """
+  tx = task.optimizer(cfg)
 
-  abstract = jax.eval_shape(init_state, jax.random.PRNGKey(0), example)
+  def init_state(rng, batch, params=None):
+    return state_lib.create(task.init(rng, batch) if params is None else params, tx)
+
+  abstract = jax.eval_shape(init_state, jax.random.PRNGKey(0), example, task.pretrained)
   shardings = sharding.state_shardings(abstract, mesh, fsdp_min_size)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract, shardings)
@@ -123,7 +127,7 @@ def fit(task: Task,
 
   state, start, offset, data_iter = _init_or_restore(
       checkpointer, abstract, lambda: jax.jit(init_state, out_shardings=state_shardings)(
-          init_rng, example), train_data)
+          init_rng, example, task.pretrained), train_data)
   writer = metrics_log.MetricsWriter(os.path.join(stage_dir, "metrics.jsonl"))
   if start:
     log.info("[%s] resumed from step %d of %d (%s)", task.name, start, cfg.num_steps,
@@ -131,7 +135,7 @@ def fit(task: Task,
     writer.write({"event": "resume", "step": start})
 
   step_fn = jax.jit(
-      make_train_step(task, optim.make_optimizer(cfg.optim), step_rng,
+      make_train_step(task, task.optimizer(cfg), step_rng,
                       grad_skip=cfg.grad_skip, ema_rate=cfg.ema_rate),
       out_shardings=(state_shardings, sharding.replicated(mesh)),
       donate_argnums=(0,))

@@ -51,6 +51,8 @@ def make_train_step(
 
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    if task.project is not None:
+      params = task.project(params)
     ema = ema_lib.ema_update(state.ema_params, params, state.accepted, ema_rate, ema_warmup)
     # A skipped update keeps every array of the old state: select leaf-wise so that NaNs in
     # the rejected branch never leak into the state.

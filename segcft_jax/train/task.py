@@ -13,6 +13,10 @@ import dataclasses
 from typing import Any, Callable, Mapping
 
 import jax
+import ml_collections
+import optax
+
+from segcft_jax.train import optim
 
 Batch = Mapping[str, jax.Array]
 Params = Any
@@ -32,6 +36,14 @@ class Task:
       caller averages them over valid (non-padding) examples.
     fingerprint: JSON-able description of the architecture; a checkpoint written under a
       different fingerprint is refused on restore.
+    make_optimizer: `(stage config) -> optax transformation`; None: the default AdamW of
+      `train.optim.make_optimizer(cfg.optim)`. A stage whose parameters need different
+      rules (e.g. a Lagrange multiplier trained by gradient ascent) supplies its own.
+    project: `params -> params` applied after every accepted update (projected gradient
+      steps, e.g. clamping a multiplier to >= 0); None: identity.
+    pretrained: initial parameters (e.g. a pretrained model to fine-tune). When given, the
+      state starts from them (passed to the jitted init as an argument, not baked into it)
+      and `init` is used only for shapes.
   """
 
   name: str
@@ -39,3 +51,12 @@ class Task:
   loss_fn: Callable[[Params, Batch, jax.Array, Frozen], tuple[jax.Array, Metrics]]
   eval_fn: Callable[[Params, Batch, Frozen, jax.Array], Metrics]
   fingerprint: Mapping[str, Any]
+  make_optimizer: Callable[[ml_collections.ConfigDict], optax.GradientTransformation] | None = None
+  project: Callable[[Params], Params] | None = None
+  pretrained: Params | None = None
+
+  def optimizer(self, cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """The optimiser of this task under stage config `cfg`."""
+    if self.make_optimizer is not None:
+      return self.make_optimizer(cfg)
+    return optim.make_optimizer(cfg.optim)

@@ -79,3 +79,24 @@ def test_composition_and_reversibility_of_exact_and_drifting_counterfactuals():
                              10 * 0.002 * 127.5, rtol=1e-4)
   do = {"a": jnp.array([3.0, 0.0])}
   np.testing.assert_allclose(metrics.reversibility(exact, x, parents, do, rng), 0.0, atol=1e-5)
+
+
+def test_structure_mask_restricts_to_the_region():
+  labels = jnp.asarray(np.array([[[1, 1, 2], [1, 0, 1]]]))
+  regions = jnp.asarray(np.array([[[1, 2, 2], [1, 1, 2]]]))
+  np.testing.assert_array_equal(metrics.structure_mask(labels, 1)[0],
+                                [[True, True, False], [True, False, True]])
+  np.testing.assert_array_equal(metrics.structure_mask(labels, 1, regions, 2)[0],
+                                [[False, True, False], [False, False, True]])
+
+
+def test_composition_series_accumulates_drift_and_ends_at_composition():
+  x = jnp.zeros((2, 4, 4, 1))
+
+  def drifting(x, pa, do, rng):
+    return x + 0.002, pa
+
+  series = metrics.composition_series(drifting, x, {}, jax.random.PRNGKey(0), 3)
+  np.testing.assert_allclose(np.stack(series)[:, 0], [0.255, 0.51, 0.765], rtol=1e-4)
+  np.testing.assert_allclose(metrics.composition(drifting, x, {}, jax.random.PRNGKey(0), 3),
+                             series[-1])

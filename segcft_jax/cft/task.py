@@ -1,0 +1,151 @@
+"""The counterfactual fine-tuning step as a `Task` (SPEC §1; reference spec §4.1).
+
+Per batch (x, v) with v the factual variables in data units:
+
+1. nelbo = mean_B -ELBO(x | pa) of the HVAE being fine-tuned (training mode);
+2. one intervention per example (`interventions.sample_interventions`); parents* through
+   the frozen PGM: pa* = PGM.counterfactual(pa, do);
+3. x* = counterfactual image from an abduction z ~ q(z | x, pa) — by default the posterior
+   sample of step 1 (`reuse_elbo_latents`), else a fresh one as in the reference
+   (`scm.counterfactual.counterfactual`; gradients flow through abduction and both decodes);
+4. aux = sum_m mean_B d(measure_m(x*), target_m(pa*)) over **all** measurements m of the
+   frozen predictor (the intervened one must move, the others must stay);
+5. loss = aux - (lambda - damping sg(epsilon - nelbo)) (epsilon - nelbo)  (`lagrangian`).
+
+Trainable parameters are `{"hvae": ..., "lmbda": scalar}`; the PGM and the predictor are the
+step's `frozen` argument `{"pgm": ..., "predictor": ...}` and never reach the optimiser.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from segcft_jax.cft import interventions, lagrangian, measurements
+from segcft_jax.cft.predictors import Predictor
+from segcft_jax.scm.counterfactual import DSCM, counterfactual
+from segcft_jax.train.task import Task
+
+
+class CounterfactualStep:
+  """Draws interventions and generates measured counterfactuals for a batch.
+
+  Args:
+    dscm: the deep SCM (PGM and HVAE modules).
+    predictor: the frozen predictor.
+    cfg: the CFT stage config.
+    intervenable: variables interventions are drawn from.
+  """
+
+  def __init__(self, dscm: DSCM, predictor: Predictor, cfg: ml_collections.ConfigDict,
+               intervenable: tuple[str, ...]):
+    self.dscm, self.predictor, self.cfg = dscm, predictor, cfg
+    self.intervenable = intervenable
+    self.distance = measurements.distance_fn(cfg.distance, cfg.distance_floor)
+
+  def factual(self, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """Normalised factual values of every graph variable."""
+    graph = self.dscm.graph
+    return graph.normalize({n: batch[n] for n in graph.order})
+
+  def __call__(self, hvae_params: Any, frozen: Mapping[str, Any],
+               batch: Mapping[str, jax.Array], rng: jax.Array,
+               latents: Any = None) -> dict[str, Any]:
+    """`x_cf`, per-measurement distances `[B]`, and which measurements were intervened.
+
+    `latents`: posterior samples of this batch to abduct with (None: a fresh abduction).
+    """
+    graph = self.dscm.graph
+    r_do, r_cf = jax.random.split(rng)
+    values_n = self.factual(batch)
+    do_data = interventions.sample_interventions(
+        r_do, {v: batch[v] for v in self.intervenable}, self.intervenable,
+        self.cfg.intervention, tuple(self.cfg.relative_range))
+    do = {v: (graph.normalize({v: t})[v], m) for v, (t, m) in do_data.items()}
+    x_cf, values_cf_n = counterfactual(self.dscm, {"pgm": frozen["pgm"], "hvae": hvae_params},
+                                       batch["image"], values_n, do, r_cf,
+                                       t_abduct=self.cfg.t_abduct, latents=latents)
+    targets = self.predictor.targets(graph.denormalize(values_cf_n))
+    measured = self.predictor.measure(frozen["predictor"], x_cf, batch)
+    distances = {m: self.distance(measured[m], targets[m]) for m in self.predictor.names}
+    hit = {}
+    for m in self.predictor.measurements:
+      flags = [do_data[v][1] for v in m.targets if v in do_data]
+      hit[m.name] = (sum(f.astype(jnp.float32) for f in flags) > 0 if flags
+                     else jnp.zeros(x_cf.shape[:1], bool))
+    return dict(x_cf=x_cf, distances=distances, intervened=hit)
+
+
+def cft_task(name: str, config: ml_collections.ConfigDict, dscm: DSCM, predictor: Predictor,
+             epsilon: float, pretrained_hvae: Any = None) -> Task:
+  """The fine-tuning task of stage `name` (`cft_reg`, `cft_seg` or `cft_pos_seg`).
+
+  Args:
+    name: stage name; `config[name]` is its config.
+    config: the full config (graph, HVAE architecture and beta).
+    dscm: the deep SCM modules.
+    predictor: the frozen predictor.
+    epsilon: the -ELBO bound (nats/dim): pretrained validation -ELBO + margin.
+    pretrained_hvae: HVAE parameters to start from (None: shapes only, e.g. for restore).
+
+  Returns:
+    A `Task` whose eval metrics are per-example -ELBO, bits/dim, the distance of every
+    measurement, and the mean distance of the intervened / preserved measurements.
+  """
+  cfg = config[name]
+  beta = config.hvae.beta
+  step = CounterfactualStep(dscm, predictor, cfg, tuple(config.scm.intervenable))
+  hvae = dscm.hvae
+
+  # The ELBO pass's posterior sample is an abduction at temperature 1: reusing it saves the
+  # second encoder + posterior pass of the reference (which draws an independent sample).
+  reuse = bool(cfg.reuse_elbo_latents) and cfg.t_abduct == 1.0
+
+  def elbo(hvae_params, batch, rng, training):
+    r_sample, r_drop = jax.random.split(rng)
+    pa = dscm.parent_vector(step.factual(batch))
+    return hvae.apply({"params": hvae_params}, batch["image"], pa, beta, training=training,
+                      return_latents=reuse, rngs={"sample": r_sample, "cond_dropout": r_drop})
+
+  def init(rng, batch):
+    pa = dscm.parent_vector(step.factual(batch))[:1]
+    params = hvae.init({"params": rng, "sample": rng, "cond_dropout": rng},
+                       batch["image"][:1], pa)["params"]
+    return {"hvae": params, "lmbda": jnp.asarray(cfg.lmbda_init, jnp.float32)}
+
+  def loss_fn(params, batch, rng, frozen):
+    r_elbo, r_cf = jax.random.split(rng)
+    terms = elbo(params["hvae"], batch, r_elbo, training=True)
+    nelbo = terms["nelbo"].mean()
+    out = step(params["hvae"], frozen, batch, r_cf, terms.get("latents"))
+    aux = sum(d.mean() for d in out["distances"].values())
+    loss = lagrangian.lagrangian(aux, nelbo, params["lmbda"], epsilon, cfg.damping)
+    metrics = {"aux": aux, "nelbo": nelbo, "lmbda": params["lmbda"],
+               **{f"d_{m}": d.mean() for m, d in out["distances"].items()}}
+    return loss, metrics
+
+  def eval_fn(params, batch, frozen, rng):
+    r_elbo, r_cf = jax.random.split(rng)
+    terms = elbo(params["hvae"], batch, r_elbo, training=False)
+    out = step(params["hvae"], frozen, batch, r_cf, terms.get("latents"))
+    hit = {m: v.astype(jnp.float32) for m, v in out["intervened"].items()}
+    n_hit = sum(hit.values())
+    n_other = len(hit) - n_hit
+    d = out["distances"]
+    return dict(nelbo=terms["nelbo"], bits_per_dim=terms["nelbo"] / math.log(2.0),
+                intervened_distance=sum(hit[m] * d[m] for m in d) / jnp.maximum(n_hit, 1.0),
+                preserved_distance=sum((1 - hit[m]) * d[m] for m in d) / jnp.maximum(n_other, 1.0),
+                **{f"distance/{m}": v for m, v in d.items()})
+
+  fingerprint = {"task": name, "hvae": config.hvae.model.to_dict(),
+                 "parents": list(dscm.parents), "image_size": config.data.image_size,
+                 "predictor": predictor.kind, "measurements": list(predictor.names),
+                 "train_encoder": bool(cfg.train_encoder)}
+  return Task(name=name, init=init, loss_fn=loss_fn, eval_fn=eval_fn, fingerprint=fingerprint,
+              make_optimizer=lagrangian.make_optimizer, project=lagrangian.project,
+              pretrained=None if pretrained_hvae is None else {
+                  "hvae": pretrained_hvae, "lmbda": jnp.asarray(cfg.lmbda_init, jnp.float32)})

@@ -1,0 +1,148 @@
+"""`cft_reg`, `cft_seg`, `cft_pos_seg` stages: counterfactual fine-tuning of the HVAE.
+
+Each loads the pretrained DSCM (PGM and HVAE EMA weights), freezes its predictor (the
+regressor; the segmentor with global soft areas; the segmentor with regional soft areas —
+never the oracle), sets the ELBO bound epsilon = validation -ELBO of the pretrained HVAE +
+`config.<stage>.elbo_margin` (nats/dim; saved in `<stage>/constraint.json` so a resumed run
+uses the same bound) and fine-tunes with `cft.task.cft_task`. The summary reports the test
+-ELBO in bits/dim next to the pretrained one, the mean distance of the intervened and the
+preserved measurements, and the final multiplier lambda.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import ml_collections
+
+from segcft_jax.cft import predictors as predictors_lib
+from segcft_jax.cft.task import cft_task
+from segcft_jax.scm.counterfactual import DSCM
+from segcft_jax.stages import hvae as hvae_stage
+from segcft_jax.stages import pgm as pgm_stage
+from segcft_jax.stages import records, regressor, segmentor, setup
+from segcft_jax.train import metrics_log
+from segcft_jax.train.evaluate import Evaluator
+
+# stage -> predictor kind
+PREDICTORS = {"cft_reg": "regressor", "cft_seg": "segmentor", "cft_pos_seg": "positional"}
+CONSTRAINT_FILE = "constraint.json"
+
+
+def cft_variables(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The variables fine-tuning measures: `config.cft_variables`, else the intervenable ones."""
+  if "cft_variables" in config:
+    return tuple(config.cft_variables)
+  return tuple(config.scm.intervenable)
+
+
+def _check_config(config: ml_collections.ConfigDict, name: str) -> None:
+  if name not in config:
+    raise ValueError(f"Stage {name!r} needs a config.{name} section, which "
+                     f"configs/{config.name}.py does not define for variant {config.variant!r}.")
+  if name == "cft_pos_seg" and config.get("setting") != "positional":
+    raise ValueError("cft_pos_seg (Pos-Seg-CFT) measures regional areas; run it with a "
+                     "positional config variant, e.g. configs/synth_vessel.py:positional.")
+
+
+def make_dscm(config: ml_collections.ConfigDict) -> DSCM:
+  """The deep SCM's modules: the PGM of `config.pgm` and the HVAE of `config.hvae`."""
+  model, _ = hvae_stage.make_hvae(config)
+  return DSCM(pgm=pgm_stage.make_pgm(config), hvae=model, parents=tuple(config.hvae.parents))
+
+
+def make_predictor(config: ml_collections.ConfigDict, workdir: str, kind: str,
+                   data: setup.StageData, load: bool = True):
+  """`(Predictor, params or None)` of predictor kind `kind` (params loaded if `load`)."""
+  variables = cft_variables(config)
+  if kind == "regressor":
+    cfg = config.regressor
+    types = regressor.variable_types(config, cfg.variables)
+    stats = regressor.load_stats(workdir) if load else {v: (0.0, 1.0) for v in types}
+    model = regressor.make_regressor(cfg, types)
+    predictor = predictors_lib.regressor_predictor(
+        lambda p, x: regressor.predict(model, p, x, types, stats), variables)
+    task = regressor.regression_task(cfg, types, stats)
+    name = "regressor"
+  else:
+    from segcft_jax.data import datasets  # pylint: disable=g-import-not-at-top
+    classes = datasets.spec(config.data.name).class_names
+    measured = predictors_lib.segmentor_measurements(config, variables, kind == "positional")
+    unet = segmentor.make_unet(config.segmentor.model, len(classes))
+    predictor = predictors_lib.segmentor_predictor(unet, measured, kind)
+    task = segmentor.segmentation_task("segmentor", config.segmentor.model, classes,
+                                       config.segmentor.dice_weight)
+    name = "segmentor"  # Never the oracle: it is reserved for evaluation.
+  params = setup.load_ema_params(config, workdir, name, task, data) if load else None
+  return predictor, params
+
+
+def data_keys(config: ml_collections.ConfigDict, kind: str) -> tuple[str, ...]:
+  """Fields a CFT batch needs: the image, every graph variable, the region map if regional."""
+  keys = ("image", *pgm_stage.make_pgm(config).graph.order)
+  return keys + (("regions",) if kind == "positional" else ())
+
+
+def _constraint(config, workdir, name, data, hvae_params) -> dict:
+  path = os.path.join(records.stage_dir(workdir, name), CONSTRAINT_FILE)
+  if os.path.exists(path):  # A resumed run keeps the bound it started with.
+    with open(path) as f:
+      return json.load(f)
+  task = hvae_stage.hvae_task(config)
+  nelbo = float(Evaluator(task.eval_fn, data.mesh)(hvae_params, data.eval_batches("validation"))
+                ["nelbo"])
+  margin = float(config[name].elbo_margin)
+  constraint = {"pretrained_validation_nelbo": nelbo, "margin": margin,
+                "epsilon": nelbo + margin, "units": "nats/dim"}
+  metrics_log.write_json(path, constraint)
+  return constraint
+
+
+def task_for_restore(config: ml_collections.ConfigDict, name: str, data: setup.StageData):
+  """The stage's task without loading anything (shapes only): restores its checkpoints."""
+  kind = PREDICTORS[name]
+  predictor, _ = make_predictor(config, "", kind, data, load=False)
+  return cft_task(name, config, make_dscm(config), predictor, epsilon=0.0)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, name: str) -> dict:
+  """Fine-tunes the pretrained HVAE with predictor `PREDICTORS[name]`."""
+  _check_config(config, name)
+  kind = PREDICTORS[name]
+  data = setup.prepare(config, workdir, name, data_keys(config, kind))
+  dscm = make_dscm(config)
+  pgm_params = setup.load_ema_params(config, workdir, "pgm", pgm_stage.pgm_task(config), data)
+  hvae_params = setup.load_ema_params(config, workdir, "hvae", hvae_stage.hvae_task(config), data)
+  predictor, predictor_params = make_predictor(config, workdir, kind, data)
+  constraint = _constraint(config, workdir, name, data, hvae_params)
+  task = cft_task(name, config, dscm, predictor, constraint["epsilon"], hvae_params)
+  frozen = {"pgm": pgm_params, "predictor": predictor_params}
+
+  def summarise(m):
+    out = setup.as_floats(m)
+    out["distance"] = {k.split("/", 1)[1]: out.pop(k) for k in list(out) if "/" in k}
+    return out
+
+  result, test = setup.train_and_evaluate(config, workdir, name, task, data, summarise, frozen)
+  pretrained_bpd = constraint["pretrained_validation_nelbo"] / math.log(2.0)
+  return dict(test=test, predictor=kind, measurements=list(predictor.names),
+              train_encoder=bool(config[name].train_encoder), constraint=constraint,
+              pretrained_validation_bits_per_dim=pretrained_bpd,
+              lmbda=float(result.state.params["lmbda"]), **setup.run_summary(result))
+
+
+def run_reg(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Reg-CFT: the frozen regressor is the predictor."""
+  return run(config, workdir, "cft_reg")
+
+
+def run_seg(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Seg-CFT: the frozen segmentor's soft areas of whole structures are the predictor."""
+  return run(config, workdir, "cft_seg")
+
+
+def run_pos_seg(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Pos-Seg-CFT: the frozen segmentor's regional soft areas are the predictor."""
+  return run(config, workdir, "cft_pos_seg")
