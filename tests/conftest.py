@@ -50,3 +50,18 @@ def quick_chest_workdir(tmp_path_factory) -> str:
                      cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert r.returncode == 0, r.stderr[-3000:]
   return work
+
+
+@pytest.fixture(scope="session")
+def chest_records():
+  """`make(n, size)`: n random chest-like records (uint8 image, sex, age, organ areas)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  def make(n: int = 32, size: int = 32) -> list[dict]:
+    rng = np.random.default_rng(0)
+    return [{"image": rng.integers(0, 256, (size, size, 1), dtype=np.uint8),
+             "sex": float(rng.integers(0, 2)), "age": float(rng.uniform(20, 80)),
+             "left_lung_area": float(rng.uniform(50, 90)),
+             "right_lung_area": float(rng.uniform(70, 120)),
+             "heart_area": float(rng.uniform(40, 80))} for _ in range(n)]
+  return make

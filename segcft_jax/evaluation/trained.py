@@ -21,7 +21,7 @@ from segcft_jax.data import datasets
 from segcft_jax.models.unet import UNet
 from segcft_jax.scm.counterfactual import DSCM
 from segcft_jax.scm.graph import Graph
-from segcft_jax.stages import hvae as hvae_stage
+from segcft_jax.stages import cft as cft_stage
 from segcft_jax.stages import pgm as pgm_stage
 from segcft_jax.stages import records, regressor, segmentor, setup
 
@@ -78,12 +78,6 @@ def model_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   spec = datasets.spec(config.data.name)
   maps = ("mask", "regions") if spec.region_names else ("mask",)
   return ("image", *maps, *Graph.from_config(config.scm).order)
-
-
-def make_dscm(config: ml_collections.ConfigDict) -> DSCM:
-  """The DSCM modules of `config` (PGM over `config.scm`, HVAE over `config.hvae.parents`)."""
-  hvae, _ = hvae_stage.make_hvae(config)
-  return DSCM(pgm=pgm_stage.make_pgm(config), hvae=hvae, parents=tuple(config.hvae.parents))
 
 
 def locate(config: ml_collections.ConfigDict, variables: Sequence[str]
@@ -153,7 +147,7 @@ def load_trained(config: ml_collections.ConfigDict, workdir: str,
   variables = tuple(config.scm.intervenable)
   structures = locate(config, variables)
   device = jax.devices()[0]
-  return Trained(config=config, graph=Graph.from_config(config.scm), models=make_dscm(config),
+  return Trained(config=config, graph=Graph.from_config(config.scm), models=cft_stage.make_dscm(config),
                  variables=variables, structures=structures,
                  methods=jax.device_put(loaded, device), frozen=jax.device_put(frozen, device),
                  oracle=oracle, segmentor=seg, regressor=reg,

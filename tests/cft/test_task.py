@@ -32,22 +32,13 @@ def _config(num_steps=2):
   return config
 
 
-def _records(n=16, size=32):
-  rng = np.random.default_rng(0)
-  return [{"image": rng.integers(0, 256, (size, size, 1), dtype=np.uint8),
-           "sex": float(rng.integers(0, 2)), "age": float(rng.uniform(20, 80)),
-           "left_lung_area": float(rng.uniform(50, 90)),
-           "right_lung_area": float(rng.uniform(70, 120)),
-           "heart_area": float(rng.uniform(40, 80))} for _ in range(n)]
-
-
-def _setup(config, epsilon):
+def _setup(config, epsilon, records):
   dscm = cft_stage.make_dscm(config)
   unet = segmentor.make_unet(config.segmentor.model, 4)
   predictor = predictors.segmentor_predictor(
       unet, predictors.segmentor_measurements(config, cft_stage.cft_variables(config), False),
       "segmentor")
-  batch = pipeline.train_dataset(_records(), KEYS, 8, seed=0)[0]
+  batch = pipeline.train_dataset(records, KEYS, 8, seed=0)[0]
   k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
   frozen = {"pgm": dscm.pgm.init(k1),
             "predictor": unet.init(k2, jnp.asarray(batch["image"][:1]))["params"]}
@@ -56,16 +47,19 @@ def _setup(config, epsilon):
   return cft_task("cft_seg", config, dscm, predictor, epsilon, hvae_params), frozen, batch
 
 
-def _fit(config, task, frozen, n_devices, workdir):
-  data = pipeline.train_dataset(_records(), KEYS, config.cft_seg.batch_size, seed=0)
+def _fit(config, task, frozen, n_devices, workdir, records):
+  data = pipeline.train_dataset(records, KEYS, config.cft_seg.batch_size, seed=0)
   return fit(task, config.cft_seg, workdir, sharding.make_mesh(n_devices), data, frozen=frozen)
 
 
-def test_cft_step_on_8_devices_equals_1_device_and_leaves_the_predictor_frozen(tmp_path):
+def test_cft_step_on_8_devices_equals_1_device_and_leaves_the_predictor_frozen(
+    tmp_path, chest_records):
+  records = chest_records(16)
   config = _config()
-  task, frozen, _ = _setup(config, epsilon=5.0)
+  task, frozen, _ = _setup(config, epsilon=5.0, records=records)
   before = jax.tree.map(np.array, frozen)
-  states = [_fit(config, task, frozen, n, str(tmp_path / str(n))).state for n in (1, 8)]
+  states = [_fit(config, task, frozen, n, str(tmp_path / str(n)), records).state
+            for n in (1, 8)]
   assert set(states[0].params) == {"hvae", "lmbda"}  # The optimiser never sees the predictor.
   for a, b in zip(jax.tree.leaves(states[0].params), jax.tree.leaves(states[1].params)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=0)
@@ -77,22 +71,22 @@ def test_cft_step_on_8_devices_equals_1_device_and_leaves_the_predictor_frozen(t
   assert moved
 
 
-def test_lambda_is_clamped_at_zero_when_the_constraint_holds(tmp_path):
+def test_lambda_is_clamped_at_zero_when_the_constraint_holds(tmp_path, chest_records):
   # nelbo - epsilon < 0 at every step: the ascent pushes lambda down and the clamp holds it
   # at exactly 0 (growth while violated is checked on the optimiser in test_lagrangian).
   config = _config(num_steps=3)
   with config.unlocked():
     config.cft_seg.damping = 0.0  # Damping would pull nelbo up towards epsilon (huge grads).
-  task, frozen, _ = _setup(config, epsilon=100.0)
-  state = _fit(config, task, frozen, 1, str(tmp_path)).state
+  task, frozen, _ = _setup(config, epsilon=100.0, records=chest_records(16))
+  state = _fit(config, task, frozen, 1, str(tmp_path), chest_records(16)).state
   assert float(state.params["lmbda"]) == 0.0 and int(state.skipped) == 0
 
 
-def test_the_predictor_gradient_reaches_the_hvae_through_the_counterfactual():
+def test_the_predictor_gradient_reaches_the_hvae_through_the_counterfactual(chest_records):
   config = _config()
   with config.unlocked():
     config.cft_seg.damping = 0.0  # lambda_0 = 0 and no damping: loss = aux exactly.
-  task, frozen, batch = _setup(config, epsilon=0.0)
+  task, frozen, batch = _setup(config, epsilon=0.0, records=chest_records(16))
   batch = jax.tree.map(jnp.asarray, batch)
   (loss, metrics), grads = jax.value_and_grad(task.loss_fn, has_aux=True)(
       task.pretrained, batch, jax.random.PRNGKey(1), frozen)

@@ -14,16 +14,7 @@ from segcft_jax.train.loop import fit
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _records(n=32, size=32):
-  rng = np.random.default_rng(0)
-  return [{"image": rng.integers(0, 256, (size, size, 1), dtype=np.uint8),
-           "sex": float(rng.integers(0, 2)), "age": float(rng.uniform(20, 80)),
-           "left_lung_area": float(rng.uniform(50, 90)),
-           "right_lung_area": float(rng.uniform(70, 120)),
-           "heart_area": float(rng.uniform(40, 80))} for _ in range(n)]
-
-
-def test_hvae_step_on_8_devices_equals_1_device(tmp_path):
+def test_hvae_step_on_8_devices_equals_1_device(tmp_path, chest_records):
   config = config_files.load(os.path.join(ROOT, "configs", "synth_chest.py:quick"))
   with config.unlocked():
     config.hvae.num_steps = 1
@@ -32,7 +23,7 @@ def test_hvae_step_on_8_devices_equals_1_device(tmp_path):
   states = []
   for n in (1, 8):
     mesh = sharding.make_mesh(n)
-    data = pipeline.train_dataset(_records(), keys, config.hvae.batch_size, seed=0)
+    data = pipeline.train_dataset(chest_records(32), keys, config.hvae.batch_size, seed=0)
     states.append(fit(task, config.hvae, str(tmp_path / str(n)), mesh, data).state)
   diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
              for a, b in zip(jax.tree.leaves(states[0].params), jax.tree.leaves(states[1].params)))
