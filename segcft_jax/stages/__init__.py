@@ -43,6 +43,9 @@ def check_stage_names(names: Sequence[str]) -> None:
 def run_stages(config: ml_collections.ConfigDict, workdir: str, names: Sequence[str]) -> dict:
   """Runs `names` in order; returns {stage: summary}."""
   check_stage_names(names)
+  for name in names:  # Settings a stage cannot run with fail before anything is written.
+    if name in cft.PREDICTORS:
+      cft.check_config(config, name)
   summaries = {}
   for name in names:
     if records.is_done(workdir, name):

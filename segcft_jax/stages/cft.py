@@ -38,13 +38,14 @@ def cft_variables(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   return tuple(config.scm.intervenable)
 
 
-def _check_config(config: ml_collections.ConfigDict, name: str) -> None:
-  if name not in config:
-    raise ValueError(f"Stage {name!r} needs a config.{name} section, which "
-                     f"configs/{config.name}.py does not define for variant {config.variant!r}.")
+def check_config(config: ml_collections.ConfigDict, name: str) -> None:
+  """Fails before any work when `config` cannot run CFT stage `name`."""
   if name == "cft_pos_seg" and config.get("setting") != "positional":
     raise ValueError("cft_pos_seg (Pos-Seg-CFT) measures regional areas; run it with a "
                      "positional config variant, e.g. configs/synth_vessel.py:positional.")
+  if name not in config:
+    raise ValueError(f"Stage {name!r} needs a config.{name} section, which "
+                     f"configs/{config.name}.py does not define for variant {config.variant!r}.")
 
 
 def make_dscm(config: ml_collections.ConfigDict) -> DSCM:
@@ -109,7 +110,7 @@ def task_for_restore(config: ml_collections.ConfigDict, name: str, data: setup.S
 
 def run(config: ml_collections.ConfigDict, workdir: str, name: str) -> dict:
   """Fine-tunes the pretrained HVAE with predictor `PREDICTORS[name]`."""
-  _check_config(config, name)
+  check_config(config, name)
   kind = PREDICTORS[name]
   data = setup.prepare(config, workdir, name, data_keys(config, kind))
   dscm = make_dscm(config)
