@@ -34,7 +34,12 @@ from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from benchmarks import steps as steps_lib  # pylint: disable=wrong-import-position
+# pylint: disable=wrong-import-position
+import jax
+
+from benchmarks import results_io, steps as steps_lib
+from segcft_jax.train import sharding
+# pylint: enable=wrong-import-position
 
 _CONFIG = flags.DEFINE_enum("config", "synth_chest", steps_lib.CONFIGS, "Benchmark config.")
 _STEP = flags.DEFINE_enum("step", "cft_seg", steps_lib.STEPS, "Step to scale.")
@@ -57,8 +62,6 @@ def _worker(spec: str) -> None:
   """Child process: times the step on n devices at global batch `batch`; prints one line."""
   n, batch = (int(v) for v in spec.split(","))
   steps_lib.configure_jax(_CACHE.value, steps_lib.CACHE_DIR)
-  import jax  # pylint: disable=g-import-not-at-top
-  from segcft_jax.train import sharding  # pylint: disable=g-import-not-at-top
   mesh = sharding.make_mesh(n)
   config = steps_lib.bench_config(_CONFIG.value, _STEP.value)
   if config is None:
@@ -137,9 +140,8 @@ def main(argv):
       print(f"{mode} n={n} batch {batch}: {r['img_per_s_median']:,.1f} img/s "
             f"({r['img_per_s_min']:,.1f}-{r['img_per_s_max']:,.1f}), compile "
             f"{r['compile_s']:.1f} s{eff}", flush=True)
-  # Written at the end: results_io starts JAX here, which must not hold accelerator memory
-  # while the children run.
-  from benchmarks import results_io  # pylint: disable=g-import-not-at-top
+  # Written at the end: results_io starts JAX's backend, which must not hold accelerator
+  # memory while the children run.
   for record in records:
     path = results_io.append(record, _OUT.value)
   if records:

@@ -2,7 +2,7 @@
 
   python benchmarks/steps.py --config=morphomnist|synth_chest|chest64|chest192
       [--only=train,counterfactual,cft_reg,cft_seg,cft_pos_seg] [--steps=20] [--warmup=3]
-      [--batch=B] [--peak_tflops=T] [--cache] [--out=FILE]
+      [--batch=B] [--devices=1] [--peak_tflops=T] [--cache] [--out=FILE]
 
 What is measured, per step, on random parameters and one random batch (throughput does not
 depend on the values; uint8 pixels mapped to [-1, 1], scalar variables drawn inside each
