@@ -133,7 +133,11 @@ def test_config_variants(variant, setting, size):
   assert c.name == "synth_vessel" and c.variant == (variant or "default")
   assert c.setting == setting and c.data.image_size == size and c.data.name == "synth_vessel"
   assert tuple(c.cft_variables) == (REGIONAL if setting == "positional" else GLOBAL)
-  assert tuple(c.stages) == ("data", "segmentor", "oracle")
+  cft = ("cft_reg", "cft_seg") + (("cft_pos_seg",) if setting == "positional" else ())
+  assert tuple(c.stages) == ("data", "segmentor", "oracle", "regressor", "pgm", "hvae", *cft,
+                             "evaluate")
+  assert all(stage in c for stage in cft) and ("cft_pos_seg" in c) == (setting == "positional")
+  assert tuple(c.hvae.parents) == ("sex", "age", *c.cft_variables)
   assert c.threefry_partitionable is False and c.mesh.num_devices == -1
   assert set(c.cft_variables) <= set(synth_vessel.MODEL_KEYS)
   assert tuple(c.scm.intervenable) == tuple(c.cft_variables)
