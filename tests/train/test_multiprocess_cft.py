@@ -39,6 +39,13 @@ def cft_runs(quick_chest_workdir, tmp_path_factory):
   base = tmp_path_factory.mktemp("mp_cft")
   two = _copy_pretrained(quick_chest_workdir, str(base / "two"))
   one = _copy_pretrained(quick_chest_workdir, str(base / "one"))
+  # One ELBO bound for both runs (as a resumed stage keeps its own): the pretrained
+  # validation -ELBO is a stochastic estimate whose posterior keys follow the batch layout,
+  # so 2 processes and 1 would estimate epsilon ~1e-4 apart.
+  os.makedirs(os.path.join(two, "cft_seg"))
+  shutil.copy(os.path.join(quick_chest_workdir, "cft_seg", "constraint.json"),
+              os.path.join(two, "cft_seg", "constraint.json"))
+  shutil.copytree(os.path.join(two, "cft_seg"), os.path.join(one, "cft_seg"))
   env = dict(_env(), PYTHON=sys.executable, LOG_DIR=os.path.join(two, "logs"))
   r = subprocess.run(["bash", LAUNCH, "2", f"--workdir={two}", *ARGS,
                       "--config.cft_seg.num_steps=3"], cwd=ROOT, env=env, capture_output=True,
