@@ -1,7 +1,8 @@
 """synth_vessel: the procedural straightened coronary vessel (SPEC §2).
 
-Run (2 CPU cores, no downloads; synthetic data):
-  python -m segcft_jax.main --config=configs/synth_vessel.py --stages=data,segmentor,oracle
+Run (2 CPU cores, no downloads; synthetic data). Every variant runs data, segmentor, oracle,
+regressor, pgm, hvae, cft_reg, cft_seg (+ cft_pos_seg in the positional setting), evaluate:
+  python -m segcft_jax.main --config=configs/synth_vessel.py
   python -m segcft_jax.main --config=configs/synth_vessel.py:quick --stages=data,segmentor,oracle
   python -m segcft_jax.main --config=configs/synth_vessel.py:positional   # Pos-Seg-CFT setting
 
