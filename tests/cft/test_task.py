@@ -47,9 +47,10 @@ def _setup(config, epsilon, records):
   return cft_task("cft_seg", config, dscm, predictor, epsilon, hvae_params), frozen, batch
 
 
-def _fit(config, task, frozen, n_devices, workdir, records):
+def _fit(config, task, frozen, n_devices, workdir, records, fsdp=1, **kw):
   data = pipeline.train_dataset(records, KEYS, config.cft_seg.batch_size, seed=0)
-  return fit(task, config.cft_seg, workdir, sharding.make_mesh(n_devices), data, frozen=frozen)
+  mesh = sharding.make_mesh(n_devices, fsdp=fsdp)
+  return fit(task, config.cft_seg, workdir, mesh, data, frozen=frozen, **kw)
 
 
 def test_cft_step_on_8_devices_equals_1_device_and_leaves_the_predictor_frozen(
@@ -69,6 +70,25 @@ def test_cft_step_on_8_devices_equals_1_device_and_leaves_the_predictor_frozen(
   moved = any(float(jnp.max(jnp.abs(a - b))) > 0 for a, b in zip(
       jax.tree.leaves(states[0].params["hvae"]), jax.tree.leaves(task.pretrained["hvae"])))
   assert moved
+
+
+def test_cft_step_with_fsdp_4_by_data_2_equals_data_8_and_shards_the_hvae(
+    tmp_path, chest_records, capsys):
+  records = chest_records(16)
+  config = _config()
+  task, frozen, _ = _setup(config, epsilon=5.0, records=records)
+  dp, fsdp = (_fit(config, task, frozen, 8, str(tmp_path / name), records, fsdp=f,
+                   fsdp_min_size=8).state for name, f in (("dp", 1), ("fsdp", 4)))
+  for a, b in zip(jax.tree.leaves((dp.params, dp.opt_state, dp.ema_params)),
+                  jax.tree.leaves((fsdp.params, fsdp.opt_state, fsdp.ema_params))):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=0)
+  full, shard = (sharding.bytes_per_device(s.params["hvae"]) for s in (dp, fsdp))
+  with capsys.disabled():
+    print(f"\nCFT HVAE parameter bytes per device: data=8 {full}, fsdp=4 x data=2 {shard}")
+  assert shard < 0.5 * full
+  # The frozen predictor and flows stay whole on every device.
+  frozen_on_mesh = sharding.replicate(frozen, sharding.make_mesh(8, fsdp=4))
+  assert all(x.sharding.is_fully_replicated for x in jax.tree.leaves(frozen_on_mesh))
 
 
 def test_lambda_is_clamped_at_zero_when_the_constraint_holds(tmp_path, chest_records):
