@@ -3,8 +3,9 @@
 Bottom-up encoder (spec §1.2): a 7x7 stem, residual blocks, ``acts[r]`` = the last activation
 at resolution r. Top-down decoder (spec §1.4): ``h = s = bias_1``; per block at resolution r,
 upsample ``h`` and ``s`` (nearest) and add ``bias_r`` when coarser, then ``DecoderBlock``.
-Parents ``pa [B, C_pa]`` are broadcast to ``[B, r, r, C_pa]`` and enter every ``z_proj``,
-every posterior and, iff ``cond_prior``, every prior.
+Parents ``pa [B, C_pa]`` enter every ``z_proj``, every posterior and, iff ``cond_prior``,
+every prior as if broadcast to ``[B, r, r, C_pa]`` and concatenated (computed as a
+``[B, C_pa]`` matmul added over space, ``hvae_blocks.PointwiseConv``).
 
 Objective (spec §1.6), per example and in nats per image dimension ``D = C H W``::
 
@@ -113,8 +114,7 @@ class Decoder(nn.Module):
       if h.shape[1] < r:
         b = bias.get(r, 0.0)
         h, s = b + _upsample(h, r), b + _upsample(s, r)  # s is upsampled at the same block
-      pa_r = jnp.broadcast_to(pa[:, None, None, :], (batch, r, r, pa.shape[-1]))
-      pa_prior_r = jnp.broadcast_to(pa_prior[:, None, None, :], pa_r.shape)
+      pa_r, pa_prior_r = pa[:, None, None, :], pa_prior[:, None, None, :]  # [B, 1, 1, C_pa]
       block = DecoderBlock(spec, cfg.z_dim, cfg.bottleneck, cfg.cond_prior,
                            cfg.block_version, len(specs), i == len(specs) - 1,
                            name=f"block_{i}")
