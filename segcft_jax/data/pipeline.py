@@ -57,6 +57,17 @@ class ProcessSlice(grain.MapDataset):
     return self._parent[(q * self._count + self._index) * self._b + r]
 
 
+def in_memory(source, keys: Sequence[str]) -> list[dict[str, np.ndarray]]:
+  """The `keys` fields of every record of `source`, read once into a list.
+
+  For stages that train on a few scalars per record (the PGM): each step then indexes memory
+  instead of deserialising whole records (images included) from array_record. Same records,
+  same order, so batches are identical to those of `source`.
+  """
+  return [{k: np.asarray(record[k]) for k in keys}
+          for record in (source[i] for i in range(len(source)))]
+
+
 def _process_shard(source) -> grain.MapDataset:
   ds = grain.MapDataset.source(source)
   return ds[jax.process_index()::jax.process_count()]

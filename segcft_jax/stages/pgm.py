@@ -47,6 +47,6 @@ def pgm_task(config: ml_collections.ConfigDict) -> Task:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Fits the SCM on the train split; reports test log-likelihood (nats per example)."""
   task = pgm_task(config)
-  data = setup.prepare(config, workdir, "pgm", make_pgm(config).graph.order)
+  data = setup.prepare(config, workdir, "pgm", make_pgm(config).graph.order, in_memory=True)
   result, test = setup.train_and_evaluate(config, workdir, "pgm", task, data)
   return dict(test=test, **setup.run_summary(result))

@@ -47,8 +47,12 @@ class StageData:
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str, name: str,
-            keys: Sequence[str]) -> StageData:
-  """Opens the built dataset and sizes the batches of stage `name` for the mesh."""
+            keys: Sequence[str], in_memory: bool = False) -> StageData:
+  """Opens the built dataset and sizes the batches of stage `name` for the mesh.
+
+  `in_memory`: read the `keys` fields of every split into memory once (scalar-only stages;
+  see `pipeline.in_memory`).
+  """
   cfg = config[name]
   builder = datasets.prepared_builder(config.data, workdir)
   mesh = mesh_from_config(config.mesh)
@@ -56,6 +60,8 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, name: str,
   eval_bs = sharding.check_batch_size(cfg.eval_batch_size, mesh,
                                       f"config.{name}.eval_batch_size")
   sources = {s: datasets.open_split(builder, s) for s in ("train", "validation", "test")}
+  if in_memory:
+    sources = {s: pipeline.in_memory(src, keys) for s, src in sources.items()}
   train = pipeline.train_dataset(sources["train"], tuple(keys), local_bs, cfg.seed)
   return StageData(mesh=mesh, train=train, sources=sources, keys=tuple(keys),
                    eval_batch_size=eval_bs)
