@@ -8,12 +8,13 @@ Variants (the argument after the colon): `default` (CPU-sized main job, 64x64) a
 (32x32, tiny; used by tests and smoke runs). Override any field with `--config.a.b=value`.
 
 Measured results (synthetic data, 2-core CPU, 2026-12-01, cold compilation cache; the first
-command above, 28 min 43 s wall; details in README.md "Measured results"):
+command above, 19 min 15 s wall, 10 min 58 s through hvae; details in README.md "Measured
+results"):
   segmentor test Dice left lung 0.992 / right lung 0.994 / heart 0.989; oracle 0.992 / 0.994 /
-  0.990; regressor MAPE 2.37 / 1.87 / 2.61 %; pgm test log-likelihood -5.05 nats; hvae test
-  -ELBO 6.12 bits/dim. Evaluation (oracle MAPE of the intervened area, left lung / right lung /
-  heart / mean, 64 test examples): No-CFT 23.9 / 24.3 / 24.6 / 24.3; Reg-CFT 22.6 / 22.7 /
-  11.1 / 18.8; Seg-CFT 16.1 / 17.2 / 24.2 / 19.1. Outside share 84.2 / 82.0 / 80.5 %.
+  0.986; regressor MAPE 2.34 / 1.85 / 2.53 %; pgm test log-likelihood -5.05 nats; hvae test
+  -ELBO 6.11 bits/dim. Evaluation (oracle MAPE of the intervened area, left lung / right lung /
+  heart / mean, 64 test examples): No-CFT 23.9 / 24.6 / 24.3 / 24.3; Reg-CFT 22.7 / 23.6 /
+  11.8 / 19.4; Seg-CFT 17.1 / 20.1 / 23.9 / 20.4. Outside share 84.5 / 82.5 / 80.3 %.
   quick:   data + segmentor + oracle in 16.4 s (2026-11-23); segmentor Dice 0.965 / 0.981 / 0.962.
 """
 
