@@ -1,0 +1,69 @@
+"""Markdown table of the latest `steps.py` figures per (config, step) of a results file.
+
+  python benchmarks/table.py [--results=benchmarks/results/cpu-2core.jsonl] [--commit=abc1234]
+
+Rows are the newest record of each (config, step, batch, mesh size) — of `--commit` only if
+given — in the order of `steps.py`'s configs and steps; the ratio column divides img/s by the
+PyTorch reference figure of that config and step where one exists (benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app, flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks.steps import CONFIGS, STEPS
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+# PyTorch causal-gen on the 2-core CPU machine type, batch 32 (design errata; CFT: the issue).
+REFERENCE = {("morphomnist", "train"): (108.0, 2.0), ("morphomnist", "counterfactual"): (205.0, 2.0),
+             ("morphomnist", "cft_reg"): (34.0, 2.0), ("chest64", "train"): (28.0, 1.5),
+             ("chest64", "counterfactual"): (48.0, 1.5)}
+
+
+def latest(records: list[dict], commit: str | None = None) -> list[dict]:
+  """The newest `steps` record per (config, step, batch, mesh size), in benchmark order."""
+  rows = {}
+  for r in records:
+    if r.get("benchmark") != "steps" or (commit and r.get("commit") != commit):
+      continue
+    rows[(r["config"], r["step"], r["batch"], r.get("mesh_devices", 1))] = r  # later wins
+  order = lambda k: (CONFIGS.index(k[0]) if k[0] in CONFIGS else 99,
+                     STEPS.index(k[1]) if k[1] in STEPS else 99, k[2], k[3])
+  return [rows[k] for k in sorted(rows, key=order)]
+
+
+def markdown(rows: list[dict]) -> str:
+  """One table line per record: img/s median (min-max), reference ratio, compile, FLOPs."""
+  out = ["| config | step | batch | img/s | reference img/s | ratio (target) | compile s "
+         "| GFLOP/step | GFLOP/s | peak MiB |", "|---|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    ref = REFERENCE.get((r["config"], r["step"]))
+    ratio = (f"{r['img_per_s_median'] / ref[0]:.2f}× (≥ {ref[1]:g}×)" if ref else "—")
+    out.append(
+        f"| {r['config']} | {r['step']} | {r['batch']} | {r['img_per_s_median']:.1f} "
+        f"({r['img_per_s_min']:.1f}–{r['img_per_s_max']:.1f}) | {ref[0] if ref else '—'} "
+        f"| {ratio} | {r['compile_s']:.1f} | {r['flops_per_step'] / 1e9:.2f} "
+        f"| {r['flops_per_s'] / 1e9:.1f} | {r['peak_bytes'] / 2**20:,.0f} |")
+  return "\n".join(out)
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  with open(f.results) as fh:
+    records = [json.loads(line) for line in fh if line.strip()]
+  print(markdown(latest(records, f.commit)))
+
+
+if __name__ == "__main__":
+  flags.DEFINE_string("results", os.path.join(ROOT, "benchmarks", "results", "cpu-2core.jsonl"),
+                      "Results file written by steps.py.")
+  flags.DEFINE_string("commit", None, "Only records of this git commit (short hash).")
+  app.run(main)

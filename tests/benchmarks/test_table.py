@@ -1,0 +1,31 @@
+"""The README table of benchmark figures: newest record per step, reference ratio."""
+
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+from benchmarks import table  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def _record(step, img_s, commit, config="morphomnist"):
+  return dict(benchmark="steps", config=config, step=step, batch=32, mesh_devices=1,
+              commit=commit, img_per_s_median=img_s, img_per_s_min=img_s - 1,
+              img_per_s_max=img_s + 1, compile_s=12.0, flops_per_step=8.7e9,
+              flops_per_s=1.6e10, peak_bytes=2 ** 20)
+
+
+def test_latest_keeps_the_newest_record_per_step_in_benchmark_order():
+  records = [_record("counterfactual", 100.0, "a"), _record("train", 40.0, "a"),
+             _record("train", 59.0, "b"), dict(benchmark="input", config="x")]
+  rows = table.latest(records)
+  assert [(r["step"], r["img_per_s_median"]) for r in rows] == [("train", 59.0),
+                                                                ("counterfactual", 100.0)]
+  assert [r["img_per_s_median"] for r in table.latest(records, commit="a")] == [40.0, 100.0]
+
+
+def test_markdown_divides_by_the_reference_figure_where_there_is_one():
+  text = table.markdown([_record("train", 54.0, "b"), _record("cft_seg", 30.0, "b", "chest64")])
+  lines = text.splitlines()
+  assert "0.50× (≥ 2×)" in lines[2]  # 54 / 108
+  assert "| chest64 | cft_seg | 32 | 30.0 (29.0–31.0) | — | — |" in lines[3]
