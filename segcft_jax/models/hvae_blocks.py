@@ -101,6 +101,8 @@ class PointwiseConv(nn.Module):
 
 def concat_broadcast(parts: tuple[jnp.ndarray, ...]) -> jnp.ndarray:
   """Channel concatenation of ``parts`` after broadcasting their spatial dims."""
+  if len(parts) == 1:
+    return parts[0]
   shape = jnp.broadcast_shapes(*(p.shape[:-1] for p in parts))
   return jnp.concatenate([jnp.broadcast_to(p, shape + p.shape[-1:]) for p in parts], -1)
 
@@ -147,7 +149,7 @@ class Block(nn.Module):
     b, k = self.bottleneck, self.kernel
     parts = x if isinstance(x, tuple) else (x,)
     if self.version == "light":
-      x = concat_broadcast(parts) if len(parts) > 1 else parts[0]
+      x = concat_broadcast(parts)
       h = conv(b, k, name="conv_0")(nn.relu(x))
       h = conv(self.out_width, k, self.last_gain, name="conv_1")(nn.relu(h))
     else:
@@ -156,7 +158,7 @@ class Block(nn.Module):
       h = conv(b, k, name="conv_2")(gelu(h))
       h = conv(self.out_width, 1, self.last_gain, name="conv_3")(gelu(h))
     if self.residual:
-      x = concat_broadcast(parts) if len(parts) > 1 else parts[0]
+      x = concat_broadcast(parts)
       # The reference only creates width_proj when down-sampling or narrowing; every shipped
       # block with in != out is one of those, so "whenever widths differ" is equivalent.
       skip = x if x.shape[-1] == self.out_width else conv(

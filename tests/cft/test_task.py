@@ -86,7 +86,8 @@ def test_cft_step_with_fsdp_4_by_data_2_equals_data_8_and_shards_the_hvae(
   with capsys.disabled():
     print(f"\nCFT HVAE parameter bytes per device: data=8 {full}, fsdp=4 x data=2 {shard}")
   assert shard < 0.5 * full
-  # The frozen predictor and flows stay whole on every device.
+  # `fit` places the frozen predictor and flows with `sharding.replicate`: whole on every
+  # device of the fsdp mesh too.
   frozen_on_mesh = sharding.replicate(frozen, sharding.make_mesh(8, fsdp=4))
   assert all(x.sharding.is_fully_replicated for x in jax.tree.leaves(frozen_on_mesh))
 
