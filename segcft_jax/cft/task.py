@@ -10,7 +10,8 @@ Per batch (x, v) with v the factual variables in data units:
    (`scm.counterfactual.counterfactual`; gradients flow through abduction and both decodes);
 4. aux = sum_m mean_B d(measure_m(x*), target_m(pa*)) over **all** measurements m of the
    frozen predictor (the intervened one must move, the others must stay);
-5. loss = aux - (lambda - damping sg(epsilon - nelbo)) (epsilon - nelbo)  (`lagrangian`).
+5. loss = w aux - (lambda - damping sg(epsilon - nelbo)) (epsilon - nelbo)  (`lagrangian`),
+   w = `aux_weight` (1 in the reference, whose `alpha` scales only the logged aux).
 
 Trainable parameters are `{"hvae": ..., "lmbda": scalar}`; the PGM and the predictor are the
 step's `frozen` argument `{"pgm": ..., "predictor": ...}` and never reach the optimiser.
@@ -54,10 +55,11 @@ class CounterfactualStep:
 
   def __call__(self, hvae_params: Any, frozen: Mapping[str, Any],
                batch: Mapping[str, jax.Array], rng: jax.Array,
-               latents: Any = None) -> dict[str, Any]:
+               latents: Any = None, factual: Any = None) -> dict[str, Any]:
     """`x_cf`, per-measurement distances `[B]`, and which measurements were intervened.
 
-    `latents`: posterior samples of this batch to abduct with (None: a fresh abduction).
+    `latents`: posterior samples of this batch to abduct with (None: a fresh abduction);
+    `factual`: their decode under the factual parents, if already computed.
     """
     graph = self.dscm.graph
     r_do, r_cf = jax.random.split(rng)
@@ -68,7 +70,8 @@ class CounterfactualStep:
     do = {v: (graph.normalize({v: t})[v], m) for v, (t, m) in do_data.items()}
     x_cf, values_cf_n = counterfactual(self.dscm, {"pgm": frozen["pgm"], "hvae": hvae_params},
                                        batch["image"], values_n, do, r_cf,
-                                       t_abduct=self.cfg.t_abduct, latents=latents)
+                                       t_abduct=self.cfg.t_abduct, latents=latents,
+                                       factual=factual)
     targets = self.predictor.targets(graph.denormalize(values_cf_n))
     measured = self.predictor.measure(frozen["predictor"], x_cf, batch)
     distances = {m: self.distance(measured[m], targets[m]) for m in self.predictor.names}
@@ -121,9 +124,10 @@ def cft_task(name: str, config: ml_collections.ConfigDict, dscm: DSCM, predictor
     r_elbo, r_cf = jax.random.split(rng)
     terms = elbo(params["hvae"], batch, r_elbo, training=True)
     nelbo = terms["nelbo"].mean()
-    out = step(params["hvae"], frozen, batch, r_cf, terms.get("latents"))
+    out = step(params["hvae"], frozen, batch, r_cf, terms.get("latents"), terms.get("factual"))
     aux = sum(d.mean() for d in out["distances"].values())
-    loss = lagrangian.lagrangian(aux, nelbo, params["lmbda"], epsilon, cfg.damping)
+    loss = lagrangian.lagrangian(cfg.aux_weight * aux, nelbo, params["lmbda"], epsilon,
+                                 cfg.damping)
     metrics = {"aux": aux, "nelbo": nelbo, "lmbda": params["lmbda"],
                **{f"d_{m}": d.mean() for m, d in out["distances"].items()}}
     return loss, metrics
@@ -131,7 +135,7 @@ def cft_task(name: str, config: ml_collections.ConfigDict, dscm: DSCM, predictor
   def eval_fn(params, batch, frozen, rng):
     r_elbo, r_cf = jax.random.split(rng)
     terms = elbo(params["hvae"], batch, r_elbo, training=False)
-    out = step(params["hvae"], frozen, batch, r_cf, terms.get("latents"))
+    out = step(params["hvae"], frozen, batch, r_cf, terms.get("latents"), terms.get("factual"))
     hit = {m: v.astype(jnp.float32) for m, v in out["intervened"].items()}
     n_hit = sum(hit.values())
     n_other = len(hit) - n_hit

@@ -92,23 +92,6 @@ def locate(config: ml_collections.ConfigDict, variables: Sequence[str]
   return out
 
 
-def _segmentation(config, workdir: str, name: str, data) -> tuple[UNet, Any]:
-  class_names = datasets.spec(config.data.name).class_names
-  task = segmentor.segmentation_task(name, config[name].model, class_names,
-                                     config[name].dice_weight)
-  params = setup.load_ema_params(config, workdir, name, task, data)
-  return segmentor.make_unet(config[name].model, len(class_names)), params
-
-
-def _regressor(config, workdir: str, data) -> tuple[RegressorModel, Any]:
-  cfg = config.regressor
-  types = regressor.variable_types(config, cfg.variables)
-  stats = regressor.load_stats(workdir)
-  params = setup.load_ema_params(config, workdir, "regressor",
-                                 regressor.regression_task(cfg, types, stats), data)
-  return RegressorModel(regressor.make_regressor(cfg, types), types, stats), params
-
-
 def stage_data(config: ml_collections.ConfigDict, workdir: str) -> setup.StageData:
   """The prepared data every restore reads its example shapes from."""
   return setup.prepare(config, workdir, "hvae", model_keys(config))
@@ -138,12 +121,13 @@ def load_trained(config: ml_collections.ConfigDict, workdir: str,
     loaded = {m: methods_lib.load_method(config, workdir, m, data) for m in methods}
   frozen = {"pgm": setup.load_ema_params(config, workdir, "pgm", pgm_stage.pgm_task(config),
                                          data)}
-  oracle, frozen["oracle"] = _segmentation(config, workdir, "oracle", data)
+  oracle, frozen["oracle"] = segmentor.load_frozen(config, workdir, "oracle", data)
   seg = reg = None
   if predictors and records.is_done(workdir, "segmentor"):
-    seg, frozen["segmentor"] = _segmentation(config, workdir, "segmentor", data)
+    seg, frozen["segmentor"] = segmentor.load_frozen(config, workdir, "segmentor", data)
   if predictors and records.is_done(workdir, "regressor"):
-    reg, frozen["regressor"] = _regressor(config, workdir, data)
+    model, types, stats, frozen["regressor"] = regressor.load_frozen(config, workdir, data)
+    reg = RegressorModel(model, types, stats)
   variables = tuple(config.scm.intervenable)
   structures = locate(config, variables)
   device = jax.devices()[0]

@@ -126,6 +126,12 @@ class Decoder(nn.Module):
     return h, stats
 
 
+def _mean_and_scale(loc: jnp.ndarray, logscale: jnp.ndarray
+                    ) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Likelihood head output -> the ``(mu, sigma)`` of a decode: ``clip(loc, -1, 1)``, ``exp``."""
+  return jnp.clip(loc, -1.0, 1.0), jnp.exp(logscale)
+
+
 def counterfactual_image(x: jnp.ndarray, mu: jnp.ndarray, sigma: jnp.ndarray,
                          mu_cf: jnp.ndarray, sigma_cf: jnp.ndarray) -> jnp.ndarray:
   """Abducts the pixel noise and pushes it through the counterfactual (spec §1.10).
@@ -189,7 +195,8 @@ class HVAE(nn.Module):
       training: Enables the prior-conditioning dropout (``cond_prior`` models only).
       return_latents: Also return the posterior samples under ``"latents"`` (one
         ``[B, r, r, z_dim]`` per stochastic block): an abduction ``z ~ q(z | x, pa)`` at
-        temperature 1, reusable for a counterfactual of the same batch.
+        temperature 1, reusable for a counterfactual of the same batch; and, unless the
+        prior-conditioning dropout is active, ``"factual"``: ``decode(latents, pa)``.
 
     Returns:
       ``dict(nelbo=[B], nll=[B], kl=[B])`` with ``nelbo = nll + beta kl``. With free bits
@@ -197,7 +204,8 @@ class HVAE(nn.Module):
     """
     pa = self._check_parents(pa)
     acts = self.encoder(x)
-    h, stats = self.decoder(pa, self._prior_parents(pa, training), acts=acts)
+    pa_prior = self._prior_parents(pa, training)
+    h, stats = self.decoder(pa, pa_prior, acts=acts)
     loc, logscale = self.likelihood(h)
     nll = discretised_gaussian_nll(x, loc, logscale)  # [B]
     dims = math.prod(x.shape[1:])
@@ -211,19 +219,30 @@ class HVAE(nn.Module):
     out = dict(nelbo=nll + beta * kl, nll=nll, kl=kl)
     if return_latents:
       out["latents"] = [st["z"] for st in stats]
+      if pa_prior is pa:  # The decoder saw pa everywhere: its output is decode(latents, pa).
+        out["factual"] = _mean_and_scale(loc, logscale)
     return out
 
-  def abduct(self, x: jnp.ndarray, pa: jnp.ndarray,
-             t: float | jnp.ndarray | None = None) -> list[jnp.ndarray]:
+  def abduct(self, x: jnp.ndarray, pa: jnp.ndarray, t: float | jnp.ndarray | None = None,
+             with_factual: bool = False):
     """Posterior samples ``z_i ~ q(z_i | z_<i, x, pa)``, one ``[B, r, r, z_dim]`` per
     stochastic block (``log t`` added to the posterior log-scales if ``t`` is given).
 
     For ``cond_prior`` models only the ``z`` are returned (the reference's dicts also hold
     ``q_loc``/``q_logscale``; the total-effect mixture rule is not ported here).
+
+    With ``with_factual`` returns ``(z, (mu, sigma))``, where ``(mu, sigma)`` is the
+    likelihood of the posterior pass itself. Given its samples, the posterior pass computes
+    the same decoder states as ``decode(z, pa)`` (each block adds the prior features and
+    ``z_proj([z, pa])`` whichever way ``z`` was obtained), so this *is* the factual decode of
+    spec §1.10 without a second decoder pass.
     """
     pa = self._check_parents(pa)
-    _, stats = self.decoder(pa, pa, acts=self.encoder(x), t=t)
-    return [st["z"] for st in stats]
+    h, stats = self.decoder(pa, pa, acts=self.encoder(x), t=t)
+    z = [st["z"] for st in stats]
+    if not with_factual:
+      return z
+    return z, _mean_and_scale(*self.likelihood(h))
 
   def decode(self, latents: Sequence[jnp.ndarray | None], pa: jnp.ndarray,
              t: float | jnp.ndarray | None = None) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -240,8 +259,7 @@ class HVAE(nn.Module):
     """
     pa = self._check_parents(pa)
     h, _ = self.decoder(pa, pa, latents=latents, t=t)
-    loc, logscale = self.likelihood(h)
-    return jnp.clip(loc, -1.0, 1.0), jnp.exp(logscale)
+    return _mean_and_scale(*self.likelihood(h))
 
   def sample(self, pa: jnp.ndarray, t: float | jnp.ndarray = 1.0) -> jnp.ndarray:
     """Ancestral prior sample at temperature ``t``; returns the clipped mean ``[B, R, R, C]``."""

@@ -2,8 +2,13 @@
 
     parents* = PGM.counterfactual(parents, do)                    (scalar SCM, §3.1)
     z        ~ q(z | x, pa)                                       (HVAE abduction)
-    (mu, sigma), (mu*, sigma*) = decode(z, pa), decode(z, pa*)    (one pass, doubled batch)
+    (mu, sigma), (mu*, sigma*) = decode(z, pa), decode(z, pa*)
     x*       = clip(mu* + sigma* (x - mu) / sigma, -1, 1)         (reference spec §1.10)
+
+The factual decode is the abduction pass's own likelihood (`HVAE.abduct(with_factual=True)`:
+given its samples the posterior pass computes exactly decode(z, pa)), so only pa* is decoded
+— one decoder pass fewer than the reference's two `forward_latents`. Latents passed in without
+their factual decode are decoded under pa and pa* as one doubled batch.
 
 One typed signature, `counterfactual(models, params, x, parents, do, rng) -> (x*, parents*)`,
 serves fine-tuning, evaluation and the user command. Parents are normalised values
@@ -51,7 +56,8 @@ class DSCM:
 
 def counterfactual(models: DSCM, params: Mapping[str, Any], x: jax.Array, parents: Values,
                    do: Do, rng: jax.Array, t_abduct: float | None = None,
-                   latents: Sequence[jax.Array] | None = None
+                   latents: Sequence[jax.Array] | None = None,
+                   factual: tuple[jax.Array, jax.Array] | None = None
                    ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Counterfactual images and parents for a batch.
 
@@ -65,6 +71,8 @@ def counterfactual(models: DSCM, params: Mapping[str, Any], x: jax.Array, parent
     t_abduct: posterior temperature (None: 1, as in causal-gen's dscm.py).
     latents: an abduction of this batch already drawn (e.g. the posterior samples of the
       ELBO pass, `HVAE(..., return_latents=True)`); skips the encoder and posterior pass.
+    factual: `decode(latents, pa)` = `(mu, sigma)` if already computed (the ELBO pass's
+      `"factual"`); with `latents` only.
 
   Returns:
     `(x_cf [B, H, W, 1], parents_cf)`; with no intervention x_cf == x up to rounding.
@@ -73,17 +81,21 @@ def counterfactual(models: DSCM, params: Mapping[str, Any], x: jax.Array, parent
   pa, pa_cf = models.parent_vector(parents), models.parent_vector(parents_cf)
   variables = {"params": params["hvae"]}
   if latents is None:
-    z = models.hvae.apply(variables, x, pa, t=t_abduct, method=HVAE.abduct,
-                          rngs={"sample": rng})
+    z, factual = models.hvae.apply(variables, x, pa, t=t_abduct, with_factual=True,
+                                   method=HVAE.abduct, rngs={"sample": rng})
   else:
     z = list(latents)
-  # Factual and counterfactual decodes of the same latents as one doubled batch.
-  z2 = [jnp.concatenate([zi, zi]) for zi in z]
-  mu2, sigma2 = models.hvae.apply(variables, z2, jnp.concatenate([pa, pa_cf]),
-                                  method=HVAE.decode, rngs={"sample": rng})
-  b = x.shape[0]
-  x_cf = counterfactual_image(x, mu2[:b], sigma2[:b], mu2[b:], sigma2[b:])
-  return x_cf, dict(parents_cf)
+  if factual is not None:
+    mu, sigma = factual
+    mu_cf, sigma_cf = models.hvae.apply(variables, z, pa_cf, method=HVAE.decode,
+                                        rngs={"sample": rng})
+  else:  # Factual and counterfactual decodes of the same latents as one doubled batch.
+    z2 = [jnp.concatenate([zi, zi]) for zi in z]
+    mu2, sigma2 = models.hvae.apply(variables, z2, jnp.concatenate([pa, pa_cf]),
+                                    method=HVAE.decode, rngs={"sample": rng})
+    b = x.shape[0]
+    mu, sigma, mu_cf, sigma_cf = mu2[:b], sigma2[:b], mu2[b:], sigma2[b:]
+  return counterfactual_image(x, mu, sigma, mu_cf, sigma_cf), dict(parents_cf)
 
 
 def checked_interventions(graph: Graph, interventions: Mapping[str, Any], batch: int,

@@ -59,24 +59,14 @@ def make_predictor(config: ml_collections.ConfigDict, workdir: str, kind: str,
   """`(Predictor, params or None)` of predictor kind `kind` (params loaded if `load`)."""
   variables = cft_variables(config)
   if kind == "regressor":
-    cfg = config.regressor
-    types = regressor.variable_types(config, cfg.variables)
-    stats = regressor.load_stats(workdir) if load else {v: (0.0, 1.0) for v in types}
-    model = regressor.make_regressor(cfg, types)
+    model, types, stats, params = regressor.load_frozen(config, workdir, data, load)
     predictor = predictors_lib.regressor_predictor(
         lambda p, x: regressor.predict(model, p, x, types, stats), variables)
-    task = regressor.regression_task(cfg, types, stats)
-    name = "regressor"
   else:
-    from segcft_jax.data import datasets  # pylint: disable=g-import-not-at-top
-    classes = datasets.spec(config.data.name).class_names
     measured = predictors_lib.segmentor_measurements(config, variables, kind == "positional")
-    unet = segmentor.make_unet(config.segmentor.model, len(classes))
+    # Never the oracle: it is reserved for evaluation.
+    unet, params = segmentor.load_frozen(config, workdir, "segmentor", data, load)
     predictor = predictors_lib.segmentor_predictor(unet, measured, kind)
-    task = segmentor.segmentation_task("segmentor", config.segmentor.model, classes,
-                                       config.segmentor.dice_weight)
-    name = "segmentor"  # Never the oracle: it is reserved for evaluation.
-  params = setup.load_ema_params(config, workdir, name, task, data) if load else None
   return predictor, params
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -122,6 +122,21 @@ def regression_task(cfg: ml_collections.ConfigDict, types: Mapping[str, str],
 def load_stats(workdir: str) -> dict[str, tuple[float, float]]:
   with open(os.path.join(records.stage_dir(workdir, "regressor"), STATS_FILE)) as f:
     return {k: tuple(v) for k, v in json.load(f).items()}
+
+
+def load_frozen(config: ml_collections.ConfigDict, workdir: str, data: setup.StageData,
+                load: bool = True) -> tuple[Regressor, dict[str, str],
+                                            dict[str, tuple[float, float]], Any]:
+  """`(model, variable types, target stats, EMA params)` of the trained regressor stage.
+
+  With `load=False` nothing is read: unit stats and params None (shapes for a restore).
+  """
+  cfg = config.regressor
+  types = variable_types(config, cfg.variables)
+  stats = load_stats(workdir) if load else {v: (0.0, 1.0) for v in types}
+  params = (setup.load_ema_params(config, workdir, "regressor",
+                                  regression_task(cfg, types, stats), data) if load else None)
+  return make_regressor(cfg, types), types, stats, params
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:

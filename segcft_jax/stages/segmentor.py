@@ -9,7 +9,7 @@ parameters with hard argmax labels.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax.numpy as jnp
 import ml_collections
@@ -54,6 +54,18 @@ def segmentation_task(name: str, model_cfg: ml_collections.ConfigDict,
   fingerprint = {"task": "segmentation", "model": model_cfg.to_dict(),
                  "classes": list(class_names)}
   return Task(name=name, init=init, loss_fn=loss_fn, eval_fn=eval_fn, fingerprint=fingerprint)
+
+
+def load_frozen(config: ml_collections.ConfigDict, workdir: str, name: str,
+                data: setup.StageData, load: bool = True) -> tuple[UNet, Any]:
+  """`(U-Net, EMA params)` of the trained segmentation stage `name` (params None unless `load`).
+
+  `name` is "segmentor" (Seg-CFT's frozen predictor) or "oracle" (evaluation only).
+  """
+  class_names = datasets.spec(config.data.name).class_names
+  task = segmentation_task(name, config[name].model, class_names, config[name].dice_weight)
+  params = setup.load_ema_params(config, workdir, name, task, data) if load else None
+  return make_unet(config[name].model, len(class_names)), params
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str, name: str) -> dict:

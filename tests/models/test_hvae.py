@@ -159,6 +159,37 @@ def test_null_counterfactual_and_parent_effect(tiny):
   assert float(jnp.abs(mu_cf - mu).max()) > 1e-4  # parents act through z_proj
 
 
+def test_abduction_pass_output_is_the_factual_decode(tiny):
+  """The posterior pass's likelihood == decode(its samples, pa): what lets a counterfactual
+  decode only pa* (also at a posterior temperature, and from the ELBO pass)."""
+  model, variables, x, pa = tiny
+
+  @jax.jit
+  def run(key):
+    zs, (mu_a, sigma_a) = model.apply(variables, x, pa, 0.6, with_factual=True,
+                                      method=HVAE.abduct, rngs={"sample": key})
+    mu, sigma = model.apply(variables, zs, pa, method=HVAE.decode)
+    out = model.apply(variables, x, pa, return_latents=True, rngs={"sample": key})
+    mu_e, sigma_e = model.apply(variables, out["latents"], pa, method=HVAE.decode)
+    return (mu_a, sigma_a, mu, sigma), (*out["factual"], mu_e, sigma_e)
+
+  for a_mu, a_sigma, b_mu, b_sigma in run(jax.random.key(5)):
+    np.testing.assert_allclose(np.asarray(a_mu), np.asarray(b_mu), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(a_sigma), np.asarray(b_sigma), rtol=1e-6)
+    assert float(jnp.abs(a_mu).max()) > 0.0 and float(a_sigma.min()) > 0.0
+
+
+def test_no_factual_from_an_elbo_pass_with_prior_dropout():
+  cfg = dataclasses.replace(TINY, cond_prior=True, prior_dropout_channels=(1, 3))
+  model = HVAE(cfg)
+  x, pa = _batch(cfg, 2)
+  variables = model.init(_rngs(0), x, pa)
+  train = model.apply(variables, x, pa, return_latents=True, rngs=_rngs(1))
+  evals = model.apply(variables, x, pa, training=False, return_latents=True, rngs=_rngs(1))
+  assert "factual" not in train and "latents" in train  # The prior may have seen zeros.
+  assert "factual" in evals
+
+
 def test_decode_with_missing_latents_and_sample(tiny):
   model, variables, _, pa = tiny
 

@@ -1,6 +1,6 @@
 """Where a hot step spends its time: XLA ops of one step, grouped by kind, from a jax.profiler trace.
 
-  python benchmarks/profile.py --config=morphomnist --step=train [--steps=5] [--top=25]
+  python benchmarks/op_profile.py --config=morphomnist --step=train [--steps=5] [--top=25]
       [--trace_dir=<temp dir>/segcft_profile]
 
 Builds the step exactly as `benchmarks/steps.py` does (random parameters, one random batch),
