@@ -11,7 +11,8 @@ variable's range or around its log-area statistics):
 * `train`: the HVAE stage's step (`stages.hvae.hvae_task` + `train.step.make_train_step` with
   the task's optimiser), jitted with the state donated and sharded as `train.loop.fit` does.
 * `counterfactual`: interventions from an in-batch permutation, PGM counterfactual parents,
-  abduction and one doubled-batch decode (`scm.counterfactual.counterfactual`), jitted.
+  the abduction (its pass is also the factual decode) and one decode under the counterfactual
+  parents (`scm.counterfactual.counterfactual`), jitted.
 * `cft_reg`, `cft_seg`, `cft_pos_seg`: `cft.task.cft_task` with the frozen regressor /
   segmentor (global or regional soft areas) and PGM, through the same train step. Morpho-MNIST
   has Reg-CFT only (its intervenable variables, thickness and intensity, are not areas).

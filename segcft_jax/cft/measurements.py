@@ -13,6 +13,9 @@ Distances between a measured value a and its counterfactual target t (per exampl
 
     relative_l1: |a - t| / max(t, floor)      (default; the floor keeps zero-area targets,
                                                e.g. an absent plaque, finite)
+    relative_l2: ((a - t) / max(t, floor))^2  (smooth: a variable that is already close to
+                                               its target pulls with a small gradient, where
+                                               relative_l1 pulls with its full sign)
     l1:          |a - t|
     l2:          (a - t)^2
     log_ratio:   |log((a + floor) / (t + floor))|
@@ -25,7 +28,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-DISTANCES = ("relative_l1", "l1", "l2", "log_ratio")
+DISTANCES = ("relative_l1", "relative_l2", "l1", "l2", "log_ratio")
 
 
 def soft_area(probs: jax.Array, cls: int, pixel_area: float = 1.0) -> jax.Array:
@@ -69,6 +72,8 @@ def distance_fn(name: str, floor: float = 1.0) -> Callable[[jax.Array, jax.Array
     raise ValueError(f"The distance floor must be positive, got {floor}.")
   if name == "relative_l1":
     return lambda a, t: jnp.abs(a - t) / jnp.maximum(t, floor)
+  if name == "relative_l2":
+    return lambda a, t: ((a - t) / jnp.maximum(t, floor)) ** 2
   if name == "l1":
     return lambda a, t: jnp.abs(a - t)
   if name == "l2":

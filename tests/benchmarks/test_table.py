@@ -24,8 +24,24 @@ def test_latest_keeps_the_newest_record_per_step_in_benchmark_order():
   assert [r["img_per_s_median"] for r in table.latest(records, commit="a")] == [40.0, 100.0]
 
 
-def test_markdown_divides_by_the_reference_figure_where_there_is_one():
+def test_markdown_divides_by_the_errata_figure_without_a_side_by_side_run():
   text = table.markdown([_record("train", 54.0, "b"), _record("cft_seg", 30.0, "b", "chest64")])
   lines = text.splitlines()
-  assert "0.50× (≥ 2×)" in lines[2]  # 54 / 108
+  assert "| 108.0 (errata) | 0.50× (≥ 2×) |" in lines[2]  # 54 / 108
   assert "| chest64 | cft_seg | 32 | 30.0 (29.0–31.0) | — | — |" in lines[3]
+
+
+def _reference(step, img_s, commit, config="morphomnist"):
+  return dict(benchmark="reference_causal_gen", config=config, step=step, batch=32,
+              commit=commit, img_per_s_median=img_s)
+
+
+def test_markdown_prefers_the_side_by_side_reference_of_the_same_commit():
+  records = [_reference("train", 40.0, "a"), _reference("train", 50.0, "b"),
+             _reference("train", 30.0, "b"), _reference("cft", 20.0, "a")]
+  rows = [_record("train", 60.0, "b"), _record("cft_reg", 30.0, "b"),
+          _record("train", 60.0, "c", "chest64")]
+  lines = table.markdown(rows, records).splitlines()
+  assert "| 40.0 (side by side, 2 run(s)) | 1.50× (≥ 2×) |" in lines[2]  # median of b's
+  assert "| 20.0 (side by side, 1 run(s)) | 1.50× (≥ 2×) |" in lines[3]  # other commit only
+  assert "| 28.0 (errata) | 2.14× (≥ 1.5×) |" in lines[4]

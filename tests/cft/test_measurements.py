@@ -57,6 +57,7 @@ def test_soft_area_gradient_matches_finite_differences():
 
 @pytest.mark.parametrize("name,expected", [
     ("relative_l1", [0.25, 2.0]),   # |10-8|/8 ; |2-0|/max(0, 1)
+    ("relative_l2", [0.0625, 4.0]),
     ("l1", [2.0, 2.0]),
     ("l2", [4.0, 4.0]),
     ("log_ratio", [abs(np.log(11 / 9)), abs(np.log(3 / 1))]),
@@ -67,5 +68,5 @@ def test_distances(name, expected):
 
 
 def test_unknown_distance_names_the_choices():
-  with pytest.raises(ValueError, match="relative_l1, l1, l2, log_ratio"):
+  with pytest.raises(ValueError, match="relative_l1, relative_l2, l1, l2, log_ratio"):
     measurements.distance_fn("cosine")
