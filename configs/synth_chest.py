@@ -7,14 +7,14 @@ Run (2 CPU cores, no downloads; synthetic data):
 Variants (the argument after the colon): `default` (CPU-sized main job, 64x64) and `quick`
 (32x32, tiny; used by tests and smoke runs). Override any field with `--config.a.b=value`.
 
-Measured results (synthetic data, 2-core CPU, 2026-12-01, cold compilation cache; the first
-command above, 19 min 15 s wall, 10 min 58 s through hvae; details in README.md "Measured
-results"):
+Measured results (synthetic data, 2-core CPU, 2026-12-02, commit 2f54991, cold compilation
+cache; the first command above, 14 min 25 s wall, 9 min 14 s through hvae; details in
+README.md "Measured results"):
   segmentor test Dice left lung 0.992 / right lung 0.994 / heart 0.989; oracle 0.992 / 0.994 /
   0.986; regressor MAPE 2.34 / 1.85 / 2.53 %; pgm test log-likelihood -5.05 nats; hvae test
   -ELBO 6.11 bits/dim. Evaluation (oracle MAPE of the intervened area, left lung / right lung /
-  heart / mean, 64 test examples): No-CFT 23.9 / 24.6 / 24.3 / 24.3; Reg-CFT 22.7 / 23.6 /
-  11.8 / 19.4; Seg-CFT 17.1 / 20.1 / 23.9 / 20.4. Outside share 84.5 / 82.5 / 80.3 %.
+  heart / mean, 64 test examples): No-CFT 23.9 / 24.6 / 24.3 / 24.3; Reg-CFT 22.9 / 23.7 /
+  11.8 / 19.5; Seg-CFT 17.2 / 19.7 / 23.8 / 20.2. Outside share 84.5 / 82.5 / 80.4 %.
   quick:   data + segmentor + oracle in 16.4 s (2026-11-23); segmentor Dice 0.965 / 0.981 / 0.962.
 """
 
