@@ -1,4 +1,4 @@
-"""Where a hot step spends its time: XLA ops of one step, grouped by kind, from a jax.profiler trace.
+"""Where a hot step spends its time: XLA ops of one step, grouped by kind, from a profiler trace.
 
   python benchmarks/op_profile.py --config=morphomnist --step=train [--steps=5] [--top=25]
       [--trace_dir=<temp dir>/segcft_profile]

@@ -131,7 +131,8 @@ def load_trained(config: ml_collections.ConfigDict, workdir: str,
   variables = tuple(config.scm.intervenable)
   structures = locate(config, variables)
   device = jax.devices()[0]
-  return Trained(config=config, graph=Graph.from_config(config.scm), models=cft_stage.make_dscm(config),
+  return Trained(config=config, graph=Graph.from_config(config.scm),
+                 models=cft_stage.make_dscm(config),
                  variables=variables, structures=structures,
                  methods=jax.device_put(loaded, device), frozen=jax.device_put(frozen, device),
                  oracle=oracle, segmentor=seg, regressor=reg,

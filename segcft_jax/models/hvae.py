@@ -19,8 +19,11 @@ broadcast to ``[B]`` (so the batch means of nelbo and kl match the reference).
 
 Counterfactuals (spec §1.10): ``z = abduct(x, pa)``; ``(mu, sigma) = decode(z, pa)``;
 ``(mu*, sigma*) = decode(z, pa*)``; ``x* = clip(mu* + sigma* (x - mu) / max(sigma, 1e-12))``,
-see :func:`counterfactual_image`. Nothing depends on the batch size, so the factual and
-counterfactual decodes can share one pass on a concatenated batch.
+see :func:`counterfactual_image`. Given its own samples the abduction pass computes the
+decoder states of ``decode(z, pa)`` exactly, so ``abduct(x, pa, with_factual=True)`` returns
+the factual ``(mu, sigma)`` with ``z`` and only pa* needs a decode; latents from elsewhere can
+be decoded under pa and pa* in one pass on a concatenated batch (nothing depends on the batch
+size).
 
 RNG streams: ``"sample"`` for every reparameterised draw (posterior and prior samples),
 ``"cond_dropout"`` for the per-batch prior-conditioning dropout choice (training with

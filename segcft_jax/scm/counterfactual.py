@@ -74,9 +74,14 @@ def counterfactual(models: DSCM, params: Mapping[str, Any], x: jax.Array, parent
     factual: `decode(latents, pa)` = `(mu, sigma)` if already computed (the ELBO pass's
       `"factual"`); with `latents` only.
 
+  Raises:
+    ValueError: `factual` without `latents`.
+
   Returns:
     `(x_cf [B, H, W, 1], parents_cf)`; with no intervention x_cf == x up to rounding.
   """
+  if factual is not None and latents is None:
+    raise ValueError("`factual` is the decode of given `latents`; pass both or neither.")
   parents_cf = models.pgm.counterfactual(params["pgm"], parents, do)
   pa, pa_cf = models.parent_vector(parents), models.parent_vector(parents_cf)
   variables = {"params": params["hvae"]}

@@ -187,7 +187,9 @@ def test_no_factual_from_an_elbo_pass_with_prior_dropout():
   train = model.apply(variables, x, pa, return_latents=True, rngs=_rngs(1))
   evals = model.apply(variables, x, pa, training=False, return_latents=True, rngs=_rngs(1))
   assert "factual" not in train and "latents" in train  # The prior may have seen zeros.
-  assert "factual" in evals
+  mu, sigma = model.apply(variables, evals["latents"], pa, method=HVAE.decode)
+  np.testing.assert_allclose(np.asarray(evals["factual"][0]), np.asarray(mu), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(evals["factual"][1]), np.asarray(sigma), rtol=1e-6)
 
 
 def test_decode_with_missing_latents_and_sample(tiny):

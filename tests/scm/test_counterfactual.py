@@ -77,6 +77,37 @@ def test_factual_from_the_abduction_equals_the_doubled_decode(dscm):
   np.testing.assert_allclose(np.asarray(fast), np.asarray(slow), atol=2e-6)
 
 
+def test_single_decode_has_the_gradient_of_the_doubled_decode(dscm):
+  """What fine-tuning differentiates: d(sum x*)/d(HVAE params) along both paths."""
+  models, params, x, parents, graph = dscm
+  do = cf_lib.checked_interventions(graph, {"heart_area": 70.0}, 4)
+  key = jax.random.PRNGKey(3)
+  hvae_cls = type(models.hvae)
+
+  def loss(hvae_params, single):
+    p = {"pgm": params["pgm"], "hvae": hvae_params}
+    pa = models.parent_vector(parents)
+    z, factual = models.hvae.apply({"params": hvae_params}, x, pa, with_factual=True,
+                                   method=hvae_cls.abduct, rngs={"sample": key})
+    x_cf, _ = cf_lib.counterfactual(models, p, x, parents, do, key, latents=z,
+                                    factual=factual if single else None)
+    return jnp.sum(x_cf * jnp.linspace(-1.0, 1.0, x_cf.size).reshape(x_cf.shape))
+
+  grads = jax.jit(lambda p: (jax.grad(loss)(p, True), jax.grad(loss)(p, False)))(params["hvae"])
+  flat_a, flat_b = (jax.tree.leaves(g) for g in grads)
+  scale = max(float(jnp.abs(a).max()) for a in flat_a)
+  assert scale > 1e-3
+  for a, b in zip(flat_a, flat_b):  # float32 sums in another order: 1e-5 of the largest.
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5 * scale, rtol=1e-3)
+
+
+def test_factual_without_latents_is_refused(dscm):
+  models, params, x, parents, _ = dscm
+  with pytest.raises(ValueError, match="pass both or neither"):
+    cf_lib.counterfactual(models, params, x, parents, {}, jax.random.PRNGKey(0),
+                          factual=(x, x))
+
+
 def test_bad_interventions_fail_before_compute(dscm):
   _, _, _, _, graph = dscm
   with pytest.raises(ValueError, match="intervenable variables"):

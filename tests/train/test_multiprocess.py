@@ -80,7 +80,8 @@ def test_checkpoint_of_two_processes_resumes_in_one(runs):
     r = _one_process(work, "--config.segmentor.num_steps=14")
     assert r.returncode == 0, r.stderr[-3000:]
   a, b = _losses(two), _losses(one)
-  assert '"event": "resume", "step": 10' in open(os.path.join(two, "segmentor", "metrics.jsonl")).read()
+  assert '"event": "resume", "step": 10' in open(
+      os.path.join(two, "segmentor", "metrics.jsonl")).read()
   assert max(abs(a[s] - b[s]) for s in range(11, 15)) <= 1e-5
 
 
