@@ -22,7 +22,6 @@ import jax.numpy as jnp
 from segcft_jax.cft import measurements
 from segcft_jax.evaluation import metrics
 from segcft_jax.evaluation.trained import Trained
-from segcft_jax.stages import regressor as regressor_stage
 
 PREDICTORS = ("oracle", "segmentor_soft", "segmentor_hard", "regressor")
 
@@ -65,8 +64,7 @@ def measure(trained: Trained, frozen: dict[str, Any], x: jax.Array,
     out["segmentor_hard"], out["segmentor_soft"] = _areas(
         jnp.argmax(logits, axis=-1), jax.nn.softmax(logits, axis=-1), trained, regions)
   if trained.regressor is not None:
-    r = trained.regressor
-    pred = regressor_stage.predict(r.model, frozen["regressor"], x, r.types, r.stats)
+    pred = trained.regressor.predict(frozen["regressor"], x)
     out["regressor"] = {v: pred[v] for v in trained.variables if v in pred}
   return out
 

@@ -30,14 +30,6 @@ TRAINING_PREDICTOR = {"reg_cft": "regressor", "seg_cft": "segmentor_soft",
                       "pos_seg_cft": "segmentor_soft"}
 
 
-@dataclasses.dataclass(frozen=True)
-class RegressorModel:
-  """Reg-CFT's frozen predictor: module, variable types and target standardisation."""
-  model: Any
-  types: dict[str, str]
-  stats: dict[str, tuple[float, float]]
-
-
 @dataclasses.dataclass
 class Trained:
   """The loaded workdir.
@@ -64,7 +56,7 @@ class Trained:
   frozen: dict[str, Any]
   oracle: UNet
   segmentor: UNet | None
-  regressor: RegressorModel | None
+  regressor: regressor.RegressorModel | None
   uses_regions: bool
 
   @property
@@ -126,8 +118,7 @@ def load_trained(config: ml_collections.ConfigDict, workdir: str,
   if predictors and records.is_done(workdir, "segmentor"):
     seg, frozen["segmentor"] = segmentor.load_frozen(config, workdir, "segmentor", data)
   if predictors and records.is_done(workdir, "regressor"):
-    model, types, stats, frozen["regressor"] = regressor.load_frozen(config, workdir, data)
-    reg = RegressorModel(model, types, stats)
+    reg, frozen["regressor"] = regressor.load_frozen(config, workdir, data)
   variables = tuple(config.scm.intervenable)
   structures = locate(config, variables)
   device = jax.devices()[0]

@@ -59,9 +59,8 @@ def make_predictor(config: ml_collections.ConfigDict, workdir: str, kind: str,
   """`(Predictor, params or None)` of predictor kind `kind` (params loaded if `load`)."""
   variables = cft_variables(config)
   if kind == "regressor":
-    model, types, stats, params = regressor.load_frozen(config, workdir, data, load)
-    predictor = predictors_lib.regressor_predictor(
-        lambda p, x: regressor.predict(model, p, x, types, stats), variables)
+    reg, params = regressor.load_frozen(config, workdir, data, load)
+    predictor = predictors_lib.regressor_predictor(reg.predict, variables)
   else:
     measured = predictors_lib.segmentor_measurements(config, variables, kind == "positional")
     # Never the oracle: it is reserved for evaluation.

@@ -11,6 +11,7 @@ of the synthetic datasets (SPEC §2) — that is the point of the Reg-CFT baseli
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any, Mapping, Sequence
@@ -124,10 +125,21 @@ def load_stats(workdir: str) -> dict[str, tuple[float, float]]:
     return {k: tuple(v) for k, v in json.load(f).items()}
 
 
+@dataclasses.dataclass(frozen=True)
+class RegressorModel:
+  """Reg-CFT's frozen predictor: module, variable types and target standardisation."""
+  model: Regressor
+  types: dict[str, str]
+  stats: dict[str, tuple[float, float]]
+
+  def predict(self, params: Any, x: jax.Array) -> dict[str, jax.Array]:
+    """`predict` with this model's types and stats."""
+    return predict(self.model, params, x, self.types, self.stats)
+
+
 def load_frozen(config: ml_collections.ConfigDict, workdir: str, data: setup.StageData,
-                load: bool = True) -> tuple[Regressor, dict[str, str],
-                                            dict[str, tuple[float, float]], Any]:
-  """`(model, variable types, target stats, EMA params)` of the trained regressor stage.
+                load: bool = True) -> tuple[RegressorModel, Any]:
+  """`(RegressorModel, EMA params)` of the trained regressor stage.
 
   With `load=False` nothing is read: unit stats and params None (shapes for a restore).
   """
@@ -136,7 +148,7 @@ def load_frozen(config: ml_collections.ConfigDict, workdir: str, data: setup.Sta
   stats = load_stats(workdir) if load else {v: (0.0, 1.0) for v in types}
   params = (setup.load_ema_params(config, workdir, "regressor",
                                   regression_task(cfg, types, stats), data) if load else None)
-  return make_regressor(cfg, types), types, stats, params
+  return RegressorModel(make_regressor(cfg, types), types, stats), params
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
