@@ -16,6 +16,11 @@ Distances between a measured value a and its counterfactual target t (per exampl
     relative_l2: ((a - t) / max(t, floor))^2  (smooth: a variable that is already close to
                                                its target pulls with a small gradient, where
                                                relative_l1 pulls with its full sign)
+    relative_huber: with e = |a - t| / max(t, floor) and delta > 0,
+                 e^2 / (2 delta) if e < delta, else e - delta / 2   (relative_l1's slope 1
+                 for errors past delta, relative_l2's proportional pull inside it: a
+                 preserved variable a few per cent off its target stops pulling with
+                 full strength against the intervened one)
     l1:          |a - t|
     l2:          (a - t)^2
     log_ratio:   |log((a + floor) / (t + floor))|
@@ -27,8 +32,9 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import optax
 
-DISTANCES = ("relative_l1", "relative_l2", "l1", "l2", "log_ratio")
+DISTANCES = ("relative_l1", "relative_l2", "relative_huber", "l1", "l2", "log_ratio")
 
 
 def soft_area(probs: jax.Array, cls: int, pixel_area: float = 1.0) -> jax.Array:
@@ -62,18 +68,29 @@ def regional_soft_area(probs: jax.Array, cls: int, region_mask: jax.Array,
   return (probs[..., cls] * weight).sum(axis=(1, 2)) * pixel_area
 
 
-def distance_fn(name: str, floor: float = 1.0) -> Callable[[jax.Array, jax.Array], jax.Array]:
+def distance_fn(name: str, floor: float = 1.0,
+                delta: float = 0.05) -> Callable[[jax.Array, jax.Array], jax.Array]:
   """The per-example distance `(measured [B], target [B]) -> [B]` called `name`.
 
+  Args:
+    name: one of `DISTANCES` (module docstring).
+    floor: lower bound of the relative distances' denominator.
+    delta: the relative error where `relative_huber` turns from quadratic to linear.
+
   Raises:
-    ValueError: `name` is not one of `DISTANCES`, or `floor` is not positive.
+    ValueError: `name` is not one of `DISTANCES`, or `floor` or `delta` is not positive.
   """
   if floor <= 0:
     raise ValueError(f"The distance floor must be positive, got {floor}.")
+  if delta <= 0:
+    raise ValueError(f"The Huber delta must be positive (config.<cft stage>.huber_delta), "
+                     f"got {delta}.")
   if name == "relative_l1":
     return lambda a, t: jnp.abs(a - t) / jnp.maximum(t, floor)
   if name == "relative_l2":
     return lambda a, t: ((a - t) / jnp.maximum(t, floor)) ** 2
+  if name == "relative_huber":
+    return lambda a, t: optax.huber_loss((a - t) / jnp.maximum(t, floor), delta=delta) / delta
   if name == "l1":
     return lambda a, t: jnp.abs(a - t)
   if name == "l2":

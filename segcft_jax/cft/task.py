@@ -46,7 +46,8 @@ class CounterfactualStep:
                intervenable: tuple[str, ...]):
     self.dscm, self.predictor, self.cfg = dscm, predictor, cfg
     self.intervenable = intervenable
-    self.distance = measurements.distance_fn(cfg.distance, cfg.distance_floor)
+    self.distance = measurements.distance_fn(cfg.distance, cfg.distance_floor,
+                                             cfg.huber_delta)
 
   def factual(self, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
     """Normalised factual values of every graph variable."""

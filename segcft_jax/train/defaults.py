@@ -81,14 +81,16 @@ def cft_config(*, seed: int, batch_size: int, num_steps: int, lr: float,
   Reference values (reference spec §4.2) unless overridden by `extra`: AdamW betas (0.9,
   0.9) and the HVAE's weight decay / clip / skip; damping 100, lambda_0 = 0, Lagrange
   learning rate 1e-2 (ascent); interventions from an in-batch permutation; relative-L1
-  distance; abduction at temperature 1 (`reuse_elbo_latents`: the ELBO pass's posterior
-  sample serves as the abduction, one encoder pass fewer than the reference). `elbo_margin`
+  distance (`huber_delta`: where `relative_huber` turns linear); abduction at temperature 1
+  (`reuse_elbo_latents`: the ELBO pass's posterior sample serves as the abduction, one
+  encoder pass fewer than the reference). `elbo_margin`
   (nats/dim) is added to the pretrained validation -ELBO to give epsilon; `train_encoder=False`
   fine-tunes decoder + likelihood only; `aux_weight` multiplies the predictor loss against
   the ELBO terms (reference: 1).
   """
-  fields = dict(distance="relative_l1", distance_floor=1.0, aux_weight=1.0, damping=100.0,
-                lmbda_init=0.0, lr_lagrange=1e-2, elbo_margin=0.02, intervention="permutation",
+  fields = dict(distance="relative_l1", distance_floor=1.0, huber_delta=0.05, aux_weight=1.0,
+                damping=100.0, lmbda_init=0.0, lr_lagrange=1e-2, elbo_margin=0.02,
+                intervention="permutation",
                 relative_range=(0.1, 0.3), train_encoder=True, t_abduct=1.0,
                 reuse_elbo_latents=True)
   unknown = set(extra) - set(fields)

@@ -58,6 +58,7 @@ def test_soft_area_gradient_matches_finite_differences():
 @pytest.mark.parametrize("name,expected", [
     ("relative_l1", [0.25, 2.0]),   # |10-8|/8 ; |2-0|/max(0, 1)
     ("relative_l2", [0.0625, 4.0]),
+    ("relative_huber", [0.25 - 0.025, 2.0 - 0.025]),  # e - delta/2 past delta = 0.05
     ("l1", [2.0, 2.0]),
     ("l2", [4.0, 4.0]),
     ("log_ratio", [abs(np.log(11 / 9)), abs(np.log(3 / 1))]),
@@ -68,5 +69,18 @@ def test_distances(name, expected):
 
 
 def test_unknown_distance_names_the_choices():
-  with pytest.raises(ValueError, match="relative_l1, relative_l2, l1, l2, log_ratio"):
+  with pytest.raises(ValueError, match="relative_l1, relative_l2, relative_huber, l1, l2, log_ratio"):
     measurements.distance_fn("cosine")
+
+
+def test_relative_huber_is_quadratic_inside_delta_with_continuous_slope():
+  huber = measurements.distance_fn("relative_huber", floor=1.0, delta=0.1)
+  t = jnp.array([10.0, 10.0])
+  # e = 0.05 < delta: e^2 / (2 delta) = 0.0125; e = 0.1 (at delta): delta / 2 = 0.05.
+  np.testing.assert_allclose(np.asarray(huber(jnp.array([10.5, 11.0]), t)), [0.0125, 0.05],
+                             rtol=1e-6)
+  # Slope with respect to the relative error: e / delta inside, 1 outside.
+  grad = jax.grad(lambda a: huber(a, t).sum())(jnp.array([10.5, 13.0]))
+  np.testing.assert_allclose(np.asarray(grad) * 10.0, [0.5, 1.0], rtol=1e-5)
+  with pytest.raises(ValueError, match="huber_delta"):
+    measurements.distance_fn("relative_huber", delta=0.0)
