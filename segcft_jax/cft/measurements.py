@@ -78,19 +78,24 @@ def distance_fn(name: str, floor: float = 1.0,
     delta: the relative error where `relative_huber` turns from quadratic to linear.
 
   Raises:
-    ValueError: `name` is not one of `DISTANCES`, or `floor` or `delta` is not positive.
+    ValueError: `name` is not one of `DISTANCES`, or `floor` is not positive, or
+      `delta` is not positive for `relative_huber`.
   """
   if floor <= 0:
     raise ValueError(f"The distance floor must be positive, got {floor}.")
-  if delta <= 0:
+  if name == "relative_huber" and delta <= 0:
     raise ValueError(f"The Huber delta must be positive (config.<cft stage>.huber_delta), "
                      f"got {delta}.")
+
+  def relative(a, t):
+    return (a - t) / jnp.maximum(t, floor)
+
   if name == "relative_l1":
-    return lambda a, t: jnp.abs(a - t) / jnp.maximum(t, floor)
+    return lambda a, t: jnp.abs(relative(a, t))
   if name == "relative_l2":
-    return lambda a, t: ((a - t) / jnp.maximum(t, floor)) ** 2
+    return lambda a, t: relative(a, t) ** 2
   if name == "relative_huber":
-    return lambda a, t: optax.huber_loss((a - t) / jnp.maximum(t, floor), delta=delta) / delta
+    return lambda a, t: optax.huber_loss(relative(a, t), delta=delta) / delta
   if name == "l1":
     return lambda a, t: jnp.abs(a - t)
   if name == "l2":

@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import datetime
 import logging
 import pathlib
 import re
@@ -63,9 +62,10 @@ import re
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
-from PIL import Image
 
 from segcft_jax.data import chexmask
+from segcft_jax.data import padchest_rows
+from segcft_jax.data.padchest_rows import RowError
 
 log = logging.getLogger(__name__)
 
@@ -84,66 +84,6 @@ META_REQUIRED = ("ImageID", "PatientID", "PatientBirth", "StudyDate_DICOM", "Pat
 SPACING_COLUMN, DIR_COLUMN, PROJECTION_COLUMN = "SpatialResolution_DICOM", "ImageDir", "Projection"
 SEX_CODES = {"M": 0, "F": 1}
 _LOGGED_SKIPS = 10
-
-
-class RowError(ValueError):
-  """A bad row: skipped and counted under `reason`."""
-
-  def __init__(self, reason: str, message: str):
-    super().__init__(message)
-    self.reason = reason
-
-
-def age_years(birth_year: str, study_date: str) -> float:
-  """Age at the study from PadChest's birth year and YYYYMMDD study date (1 July birthday)."""
-  try:
-    birth = int(float(birth_year))
-    d = str(int(float(study_date)))
-    study = datetime.date(int(d[:4]), int(d[4:6]), int(d[6:8]))
-    age = (study - datetime.date(birth, 7, 1)).days / 365.25
-  except (TypeError, ValueError) as e:
-    raise RowError("bad_age", f"cannot compute age from PatientBirth={birth_year!r}, "
-                              f"StudyDate_DICOM={study_date!r} ({e})") from None
-  if not -0.5 <= age <= 120:
-    raise RowError("bad_age", f"age {age:.1f} y outside [0, 120]")
-  return max(age, 0.0)
-
-
-def read_png(path: pathlib.Path) -> np.ndarray:
-  """A grayscale PNG (8- or 16-bit) as float32 [H, W]; RowError("bad_image") if unreadable."""
-  try:
-    with Image.open(path) as img:
-      img.load()
-      if img.mode not in ("I;16", "I;16B", "I;16L", "I", "L", "F"):
-        img = img.convert("L")
-      return np.asarray(img, dtype=np.float32)
-  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-    raise RowError("bad_image", f"cannot decode {path} ({type(e).__name__}: {e})") from None
-
-
-def pad_to_square(a: np.ndarray) -> np.ndarray:
-  """Zero-pads [H, W] to a centred [max, max] square."""
-  h, w = a.shape
-  side = max(h, w)
-  top, left = (side - h) // 2, (side - w) // 2
-  return np.pad(a, ((top, side - h - top), (left, side - w - left)))
-
-
-def to_model_image(raw: np.ndarray, size: int, percentiles: tuple[float, float]) -> np.ndarray:
-  """uint8 [size, size]: pad to square, area-resize, clip to the image's percentiles."""
-  step = max(1, max(raw.shape) // 512)  # Percentiles of a <= 512^2 subsample: same, faster.
-  lo, hi = np.percentile(raw[::step, ::step], percentiles)
-  if not hi > lo:
-    raise RowError("bad_image", f"flat image (percentiles {lo} .. {hi})")
-  small = Image.fromarray(pad_to_square(raw).astype(np.float32)).resize(
-      (size, size), Image.BOX)
-  scaled = (np.asarray(small) - lo) / (hi - lo) * 255.0
-  return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
-
-
-def to_model_mask(labels: np.ndarray, size: int) -> np.ndarray:
-  """uint8 [size, size] nearest-resized label map of the padded square."""
-  return np.asarray(Image.fromarray(pad_to_square(labels)).resize((size, size), Image.NEAREST))
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -341,7 +281,7 @@ class PadChest(tfds.core.GeneratorBasedBuilder):
           sex = SEX_CODES.get(meta["PatientSex_DICOM"])
           if sex is None:
             raise RowError("bad_sex", f"PatientSex_DICOM={meta['PatientSex_DICOM']!r}")
-          age = age_years(meta["PatientBirth"], meta["StudyDate_DICOM"])
+          age = padchest_rows.age_years(meta["PatientBirth"], meta["StudyDate_DICOM"])
         except RowError as e:
           self._skip(f"{path.name} data row {j} ({meta['ImageID']})", e)
           continue
@@ -367,10 +307,10 @@ class PadChest(tfds.core.GeneratorBasedBuilder):
   def _example(self, row: dict, masks: dict[str, str]) -> dict:
     """One record from a joined row and its three RLE strings (RowError on bad data)."""
     cfg, h, w = self.builder_config, row["height"], row["width"]
-    raw = read_png(pathlib.Path(row["path"]))
+    raw = padchest_rows.read_png(pathlib.Path(row["path"]))
     if raw.shape != (h, w):
       raise RowError("size_mismatch", f"image {row['path']} is {raw.shape[0]}x{raw.shape[1]}, "
-                                      f"the CheXmask row says {h}x{w}")
+                     f"the CheXmask row says {h}x{w}")
     try:
       organs = {o: chexmask.decode_rle(masks[o], h, w) for o in ORGANS}
     except ValueError as e:
@@ -379,9 +319,10 @@ class PadChest(tfds.core.GeneratorBasedBuilder):
     if empty:
       raise RowError("empty_mask", f"empty mask of {empty}")
     labels = chexmask.label_map(organs)
-    mask = to_model_mask(labels, cfg.image_size)
+    mask = padchest_rows.to_model_mask(labels, cfg.image_size)
     spacing = row["spacing"]
-    record = dict(image=to_model_image(raw, cfg.image_size, cfg.intensity_percentiles)[..., None],
+    image = padchest_rows.to_model_image(raw, cfg.image_size, cfg.intensity_percentiles)
+    record = dict(image=image[..., None],
                   mask=mask, sex=row["sex"], age=row["age"], dice_rca=row["dice"],
                   image_id=row["image_id"], patient_id=row["patient_id"],
                   pixel_spacing_mm=spacing * max(h, w) / cfg.image_size if spacing > 0 else -1.0)

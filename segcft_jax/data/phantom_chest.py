@@ -44,6 +44,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from segcft_jax.data import phantom_filters
+
 __all__ = ["CLASS_NAMES", "ORGAN_LABELS", "VARIABLES", "RENDER_PARAM_NAMES", "NUM_RENDER_PARAMS",
            "sample_example", "render", "render_counterfactual"]
 
@@ -163,21 +165,9 @@ def _labels(shapes: Mapping[str, np.ndarray]) -> np.ndarray:
   return mask
 
 
-def _blur3(img: np.ndarray) -> np.ndarray:
-  """Separable [1, 2, 1] / 4 blur with edge padding: support of exactly one pixel."""
-  p = np.pad(img, 1, mode="edge")
-  h = 0.25 * p[:, :-2] + 0.5 * p[:, 1:-1] + 0.25 * p[:, 2:]
-  return 0.25 * h[:-2] + 0.5 * h[1:-1] + 0.25 * h[2:]
-
-
 def _vessels(field: np.ndarray, sigma_px: float) -> np.ndarray:
-  """Vessel-like branching ridges: zero crossings of Gaussian-smoothed noise (periodic FFT blur)."""
-  fy = np.fft.fftfreq(field.shape[0])[:, None]
-  fx = np.fft.rfftfreq(field.shape[1])[None, :]
-  smooth = np.fft.irfft2(np.fft.rfft2(field) * np.exp(-2.0 * math.pi ** 2 * sigma_px ** 2
-                                                      * (fx ** 2 + fy ** 2)), s=field.shape)
-  smooth /= smooth.std() + 1e-12
-  ridges = np.exp(-(smooth / 0.3) ** 2)
+  """Vessel-like branching ridges: zero crossings of Gaussian-smoothed noise."""
+  ridges = np.exp(-(phantom_filters.smooth_noise(field, sigma_px) / 0.3) ** 2)
   return ridges - ridges.mean()
 
 
@@ -200,8 +190,8 @@ def _compose(params: np.ndarray, mask: np.ndarray, noise_seed: int) -> np.ndarra
   ribs = g["rib_amp"] * (ribs * ribs * ribs) * body * thorax  # Sharpened stripes, cos^6.
   # Organ-dependent terms see the labels only through a 3x3 blur: exact local counterfactuals.
   value = np.array([0.0, -g["lung_att"], -g["lung_att"], g["heart_att"]])
-  organ = _blur3(value[mask])
-  lung = _blur3(((mask == 1) | (mask == 2)).astype(np.float64))
+  organ = phantom_filters.blur3(value[mask])
+  lung = phantom_filters.blur3(((mask == 1) | (mask == 2)).astype(np.float64))
   tex = g["tex_amp"] * _vessels(texture_noise, g["tex_sigma"] * size) * lung
   img = g["gain"] * (tissue + spine + ribs + organ + tex) + g["offset"]
   img = img + g["noise_sigma"] * pixel_noise

@@ -51,6 +51,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from segcft_jax.data import phantom_filters
+
 __all__ = ["CLASS_NAMES", "REGION_NAMES", "LABELS", "AREA_VARIABLES", "VARIABLES",
            "RENDER_PARAM_NAMES", "sample_example", "render", "render_counterfactual"]
 
@@ -198,29 +200,6 @@ def _labels(shapes: Mapping[str, np.ndarray]) -> np.ndarray:
   return mask
 
 
-def _blur3(img: np.ndarray) -> np.ndarray:
-  """Separable [1, 2, 1] / 4 blur with edge padding: support of exactly one pixel."""
-  p = np.pad(img, 1, mode="edge")
-  h = 0.25 * p[:, :-2] + 0.5 * p[:, 1:-1] + 0.25 * p[:, 2:]
-  return 0.25 * h[:-2] + 0.5 * h[1:-1] + 0.25 * h[2:]
-
-
-def _dilate3(m: np.ndarray) -> np.ndarray:
-  """3x3 binary dilation (zero padding)."""
-  h = np.pad(m, 1)
-  h = h[:, :-2] | h[:, 1:-1] | h[:, 2:]
-  return h[:-2] | h[1:-1] | h[2:]
-
-
-def _smooth_noise(field: np.ndarray, sigma_px: float) -> np.ndarray:
-  """Gaussian-smoothed (periodic FFT) noise, standardised."""
-  fy = np.fft.fftfreq(field.shape[0])[:, None]
-  fx = np.fft.rfftfreq(field.shape[1])[None, :]
-  out = np.fft.irfft2(np.fft.rfft2(field) * np.exp(-2.0 * math.pi ** 2 * sigma_px ** 2
-                                                   * (fx ** 2 + fy ** 2)), s=field.shape)
-  return out / (out.std() + 1e-12)
-
-
 def _compose(params: np.ndarray, geo: Mapping[str, np.ndarray], mask: np.ndarray,
              noise_seed: int) -> np.ndarray:
   """Image from global params, geometry, the label map and the seeded noise fields."""
@@ -234,13 +213,13 @@ def _compose(params: np.ndarray, geo: Mapping[str, np.ndarray], mask: np.ndarray
   ramp = lambda e: np.clip(0.5 + e / 0.06, 0.0, 1.0)
   back = (g["fat_level"] + (g["myo_level"] - g["fat_level"]) * ramp(off - g["myo_dist"])
           + (g["lung_level"] - g["fat_level"]) * ramp(-off - g["lung_dist"])
-          + g["tex_amp"] * _smooth_noise(texture_noise, g["tex_sigma"] * size))
+          + g["tex_amp"] * phantom_filters.smooth_noise(texture_noise, g["tex_sigma"] * size))
   # Structures: each pixel of V depends on the labels in its 3x3 neighbourhood only.
   vessel = mask > 0
   level = np.where(mask == 2, g["cp_level"], np.where(mask == 3, g["ncp_level"], g["contrast"]
                                                      * (1.0 - g["falloff"] * geo["t"])[None]))
-  value = np.where(vessel, level, np.where(_dilate3(vessel), g["wall_level"], back))
-  img = g["gain"] * _blur3(value) + g["offset"] + g["noise_sigma"] * pixel_noise
+  value = np.where(vessel, level, np.where(phantom_filters.dilate3(vessel), g["wall_level"], back))
+  img = g["gain"] * phantom_filters.blur3(value) + g["offset"] + g["noise_sigma"] * pixel_noise
   return np.clip(np.rint(255.0 * img), 0, 255).astype(np.uint8)[..., None]
 
 

@@ -70,7 +70,10 @@ def format_seconds(seconds: float) -> str:
 
 
 class Progress:
-  """Progress line with rate and ETA: `[segmentor] step 200/1000 loss 0.31 | 812 img/s | ETA 12s`."""
+  """Progress line with rate and ETA.
+
+  Example: `[segmentor] step 200/1000 loss 0.31 | 812 img/s | ETA 12s`.
+  """
 
   def __init__(self, name: str, total: int, start: int, batch_size: int):
     self.name, self.total, self.batch_size = name, total, batch_size

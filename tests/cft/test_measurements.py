@@ -69,7 +69,8 @@ def test_distances(name, expected):
 
 
 def test_unknown_distance_names_the_choices():
-  with pytest.raises(ValueError, match="relative_l1, relative_l2, relative_huber, l1, l2, log_ratio"):
+  choices = "relative_l1, relative_l2, relative_huber, l1, l2, log_ratio"
+  with pytest.raises(ValueError, match=choices):
     measurements.distance_fn("cosine")
 
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from segcft_jax import config_files, stages
-from segcft_jax.data import chexmask, datasets, padchest
+from segcft_jax.data import chexmask, datasets, padchest, padchest_rows
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "padchest.py")
 
@@ -153,7 +153,7 @@ def test_build_keeps_good_rows_and_stores_known_masks(fixture):
     for organ, rle in facts["rles"].items():
       np.testing.assert_array_equal(chexmask.decode_rle(rle, H, W), facts["masks"][organ])
     labels = chexmask.label_map(facts["masks"])
-    np.testing.assert_array_equal(r["mask"], padchest.to_model_mask(labels, 64))
+    np.testing.assert_array_equal(r["mask"], padchest_rows.to_model_mask(labels, 64))
     assert r["image"].shape == (64, 64, 1) and r["image"].dtype == np.uint8
     assert r["image"].min() == 0 and r["image"].max() == 255
     assert r["image"][0].max() == 0  # the 40-row image is padded top and bottom

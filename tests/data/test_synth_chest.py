@@ -1,4 +1,7 @@
-"""The synth_chest TFDS build: stored areas, split determinism, confounding, true counterfactuals."""
+"""The synth_chest TFDS build.
+
+Stored areas, split determinism, confounding and true counterfactuals.
+"""
 
 import ml_collections
 import numpy as np
