@@ -1,6 +1,13 @@
 """`segmentor` and `oracle` stages: a 2-D U-Net trained with cross-entropy + soft Dice.
 
 loss = mean_B CE(x) + dice_weight * mean_B (1 - soft Dice over foreground classes).
+
+With `exposure_aug = a > 0` every training image is first re-exposed by a random gain,
+``x01' = clip(x01 * exp(u), 0, 1)`` with ``u ~ U(-a, a)`` per example and ``x01 = (x + 1) / 2``
+the image in [0, 1] (`exposure_augment`). The phantoms tie exposure to organ size through a
+hidden body factor; without the augmentation a segmentor can learn "darker image, larger
+lungs" at the soft boundaries, a global lever that counterfactual fine-tuning against the
+frozen segmentor then pulls (a brightness shift outside the edited structure).
 The segmentor becomes Seg-CFT's frozen predictor; the oracle (other seed, other width) is
 trained the same way but used only for evaluation. Both report per-class test Dice of the EMA
 parameters with hard argmax labels.
@@ -11,6 +18,7 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -28,9 +36,27 @@ def make_unet(model_cfg: ml_collections.ConfigDict, num_classes: int) -> UNet:
               blocks_per_level=model_cfg.blocks_per_level, norm_groups=model_cfg.norm_groups)
 
 
+def exposure_augment(x: jax.Array, rng: jax.Array, max_log_gain: float) -> jax.Array:
+  """Per-example random exposure of images `x [B, H, W, C]` in [-1, 1] (module docstring)."""
+  u = jax.random.uniform(rng, (x.shape[0], 1, 1, 1), minval=-max_log_gain, maxval=max_log_gain)
+  return jnp.clip((x + 1.0) * jnp.exp(u), 0.0, 2.0) - 1.0
+
+
 def segmentation_task(name: str, model_cfg: ml_collections.ConfigDict,
-                      class_names: Sequence[str], dice_weight: float) -> Task:
-  """The U-Net training task (per-example eval metrics: CE and per-class hard Dice)."""
+                      class_names: Sequence[str], dice_weight: float,
+                      exposure_aug: float = 0.0) -> Task:
+  """The U-Net training task (per-example eval metrics: CE and per-class hard Dice).
+
+  Args:
+    name: stage name.
+    model_cfg: U-Net section (`widths`, `blocks_per_level`, `norm_groups`).
+    class_names: mask classes, background first.
+    dice_weight: weight of the soft-Dice term.
+    exposure_aug: maximum |log gain| of the training-time exposure augmentation (0: off).
+  """
+  if exposure_aug < 0:
+    raise ValueError(f"exposure_aug must be >= 0 (config.<segmentor|oracle>.exposure_aug), "
+                     f"got {exposure_aug}.")
   k = len(class_names)
   model = make_unet(model_cfg, k)
 
@@ -38,8 +64,11 @@ def segmentation_task(name: str, model_cfg: ml_collections.ConfigDict,
     return model.init(rng, jnp.asarray(batch["image"][:1]))["params"]
 
   def loss_fn(params, batch, rng, frozen):
-    del rng, frozen  # Deterministic model, nothing frozen.
-    logits = model.apply({"params": params}, batch["image"])  # [B, H, W, K]
+    del frozen  # Nothing frozen.
+    x = batch["image"]
+    if exposure_aug > 0:
+      x = exposure_augment(x, rng, exposure_aug)
+    logits = model.apply({"params": params}, x)  # [B, H, W, K]
     ce = seg_loss.cross_entropy(logits, batch["mask"]).mean()
     dice = seg_loss.soft_dice_loss(logits, batch["mask"], k).mean()
     return ce + dice_weight * dice, {"ce": ce, "dice_loss": dice}
@@ -63,7 +92,8 @@ def load_frozen(config: ml_collections.ConfigDict, workdir: str, name: str,
   `name` is "segmentor" (Seg-CFT's frozen predictor) or "oracle" (evaluation only).
   """
   class_names = datasets.spec(config.data.name).class_names
-  task = segmentation_task(name, config[name].model, class_names, config[name].dice_weight)
+  task = segmentation_task(name, config[name].model, class_names, config[name].dice_weight,
+                           config[name].exposure_aug)
   params = setup.load_ema_params(config, workdir, name, task, data) if load else None
   return make_unet(config[name].model, len(class_names)), params
 
@@ -72,7 +102,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, name: str) -> dict:
   cfg = config[name]
   class_names = datasets.spec(config.data.name).class_names
   data = setup.prepare(config, workdir, name, KEYS)
-  task = segmentation_task(name, cfg.model, class_names, cfg.dice_weight)
+  task = segmentation_task(name, cfg.model, class_names, cfg.dice_weight, cfg.exposure_aug)
 
   def summarise(m):
     return {"ce": m["ce"], "dice": dict(zip(class_names, m["dice"])),

@@ -58,16 +58,17 @@ def unet_config(widths, blocks_per_level: int = 1,
                                         norm_groups=norm_groups))
 
 
-def segmentor_pair(*, num_steps: int, widths, oracle_widths, **common
-                   ) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
+def segmentor_pair(*, num_steps: int, widths, oracle_widths, exposure_aug: float = 0.0,
+                   **common) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
   """The `segmentor` and `oracle` sections: one recipe, other seed and width for the oracle.
 
   The segmentor is frozen after training and is Seg-CFT's predictor; the oracle is trained
-  independently and used only for evaluation. `common` goes to `train_config` (batch_size,
-  log_every, eval_batch_size, optim, ...).
+  independently and used only for evaluation. `exposure_aug`: maximum |log gain| of the
+  random training-time exposure (`stages.segmentor.exposure_augment`; 0: off). `common` goes
+  to `train_config` (batch_size, log_every, eval_batch_size, optim, ...).
   """
-  common = dict(dict(eval_every=num_steps, ckpt_every=num_steps // 2, dice_weight=1.0),
-                **common)
+  common = dict(dict(eval_every=num_steps, ckpt_every=num_steps // 2, dice_weight=1.0,
+                     exposure_aug=exposure_aug), **common)
   return (train_config(seed=1, num_steps=num_steps, model=unet_config(widths), **common),
           train_config(seed=2, num_steps=num_steps, model=unet_config(oracle_widths), **common))
 
