@@ -68,7 +68,7 @@ from segcft_jax.cft.task import cft_task
 from segcft_jax.data import datasets
 from segcft_jax.scm.counterfactual import counterfactual
 from segcft_jax.stages import cft as cft_stage, hvae as hvae_stage, regressor, segmentor
-from segcft_jax.train import compiler, defaults, loop, sharding, state as state_lib
+from segcft_jax.train import defaults, loop, sharding, state as state_lib
 from segcft_jax.train.step import make_train_step
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -157,16 +157,15 @@ class Bench:
   num_params: int
 
 
-def _train_bench(task, cfg, host_batch, mesh, frozen, fsdp_min_size, fast_cpu) -> Bench:
+def _train_bench(task, cfg, host_batch, mesh, frozen, fsdp_min_size) -> Bench:
   """`task`'s train step exactly as `train.loop.fit` builds, shards and donates it."""
   abstract, init_state = loop.abstract_state(task, cfg, host_batch, mesh, fsdp_min_size)
   shardings = jax.tree.map(lambda a: a.sharding, abstract)
   init_rng, step_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
   state = jax.jit(init_state, out_shardings=shardings)(init_rng, host_batch, task.pretrained)
-  step = compiler.jit(make_train_step(task, task.optimizer(cfg), step_rng,
-                                      grad_skip=cfg.grad_skip, ema_rate=cfg.ema_rate),
-                      fast_cpu=fast_cpu, out_shardings=(shardings, sharding.replicated(mesh)),
-                      donate_argnums=(0,))
+  step = jax.jit(make_train_step(task, task.optimizer(cfg), step_rng, grad_skip=cfg.grad_skip,
+                                 ema_rate=cfg.ema_rate),
+                 out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=(0,))
   args = (state, sharding.to_global(host_batch, mesh), sharding.replicate(frozen, mesh))
   return Bench(step, args, lambda a, out, i: (out[0], *a[1:]),
                state_lib.count_params(state.params))
@@ -186,7 +185,7 @@ def _frozen(config, kind: str, host_batch, dscm) -> dict:
           "predictor": jax.jit(task.init)(k2, {"image": host_batch["image"][:1]})}
 
 
-def _counterfactual_bench(config, host_batch, mesh, fast_cpu) -> Bench:
+def _counterfactual_bench(config, host_batch, mesh) -> Bench:
   dscm = cft_stage.make_dscm(config)
   graph, intervenable = dscm.graph, tuple(config.scm.intervenable)
   k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
@@ -201,30 +200,27 @@ def _counterfactual_bench(config, host_batch, mesh, fast_cpu) -> Bench:
     values_n = graph.normalize({n: batch[n] for n in graph.order})
     return counterfactual(dscm, params, batch["image"], values_n, do, r_cf)[0]
 
-  jitted = compiler.jit(generate, fast_cpu=fast_cpu, out_shardings=sharding.batch_sharding(mesh))
+  jitted = jax.jit(generate, out_shardings=sharding.batch_sharding(mesh))
   args = (sharding.replicate(params, mesh), sharding.to_global(host_batch, mesh), k3,
           np.int32(0))
   return Bench(jitted, args, lambda a, out, i: (*a[:3], np.int32(i + 1)),
                state_lib.count_params(params["hvae"]))
 
 
-def build(config, step: str, host_batch, mesh, fast_cpu: bool = True) -> Bench:
-  """The benchmark of `step` under `config` on `mesh` (batch `host_batch`).
-
-  `fast_cpu`: compile with `train.compiler.CPU_OPTIONS` on CPU, as the stages do.
-  """
+def build(config, step: str, host_batch, mesh) -> Bench:
+  """The benchmark of `step` under `config` on `mesh` (batch `host_batch`)."""
   fsdp_min = config.mesh.fsdp_min_size
   if step == "train":
     return _train_bench(hvae_stage.hvae_task(config), config.hvae, host_batch, mesh, {},
-                        fsdp_min, fast_cpu)
+                        fsdp_min)
   if step == "counterfactual":
-    return _counterfactual_bench(config, host_batch, mesh, fast_cpu)
+    return _counterfactual_bench(config, host_batch, mesh)
   kind = cft_stage.PREDICTORS[step]
   dscm = cft_stage.make_dscm(config)
   predictor, _ = cft_stage.make_predictor(config, "", kind, None, load=False)
   task = cft_task(step, config, dscm, predictor, epsilon=EPSILON)
   return _train_bench(task, config[step], host_batch, mesh,
-                      _frozen(config, kind, host_batch, dscm), fsdp_min, fast_cpu)
+                      _frozen(config, kind, host_batch, dscm), fsdp_min)
 
 
 def measure(bench: Bench, steps: int, warmup: int) -> dict:
@@ -287,9 +283,6 @@ def define_flags() -> None:
                     "a cached re-compile once the cache is warm).")
   flags.DEFINE_string("compilation_cache", CACHE_DIR, "Persistent cache directory.")
   flags.DEFINE_string("out", None, "Results file (default benchmarks/results/<device>.jsonl).")
-  flags.DEFINE_enum("cpu_options", "fast", ["fast", "default"], "XLA:CPU code generation: "
-                    "`fast` = train.compiler.CPU_OPTIONS as the stages compile, `default` = "
-                    "XLA's defaults (for before/after figures).")
 
 
 def main(argv):
@@ -307,16 +300,14 @@ def main(argv):
       continue
     batch = f.batch or default_batch(config, step)
     sharding.check_batch_size(batch, mesh, "--batch")
-    fast_cpu = f.cpu_options == "fast"
-    bench = build(config, step, synthetic_batch(config, batch), mesh, fast_cpu)
+    bench = build(config, step, synthetic_batch(config, batch), mesh)
     num_params = bench.num_params
     r = summarize(measure(bench, f.steps, f.warmup), batch, f.peak_tflops)
     del bench
     record = dict(benchmark="steps", step=step, config=f.config, batch=batch,
                   image_size=config.data.image_size, mesh_devices=mesh.size,
                   timed_steps=f.steps, warmup=f.warmup, num_params=num_params,
-                  compile_cache="persistent" if f.cache else "off",
-                  compiler_options=compiler.options(fast_cpu) or {}, **r)
+                  compile_cache="persistent" if f.cache else "off", **r)
     path = results_io.append(record, f.out)
     mfu = f", MFU {100 * r['mfu']:.1f} %" if r["mfu"] is not None else ""
     print(f"{f.config} {step} (batch {batch}): {r['img_per_s_median']:,.1f} img/s "

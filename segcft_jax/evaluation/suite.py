@@ -39,7 +39,6 @@ from segcft_jax.evaluation import interventions, measure, metrics, results, true
 from segcft_jax.evaluation.trained import TRAINING_PREDICTOR, Trained
 from segcft_jax.scm import counterfactual as cf_lib
 from segcft_jax.stages import hvae as hvae_stage
-from segcft_jax.train import compiler
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +99,12 @@ class Suite:
     self.sweep: dict[str, dict[str, list]] = {m: {v: [] for v in t.variables} for m in t.methods}
     self.num_examples = 0
     eval_fn = hvae_stage.hvae_task(t.config).eval_fn
-    self._cf = compiler.jit(self._counterfactual)
-    self._score_fn = compiler.jit(self._score)
-    self._measure = compiler.jit(lambda frozen, x, regions: measure.measure(t, frozen, x, regions))
-    self._bpd = compiler.jit(lambda p, batch, rng: eval_fn(p, batch, None, rng)["bits_per_dim"])
-    self._true_error = compiler.jit(metrics.true_counterfactual_error)
-    self._l1 = compiler.jit(metrics.image_l1)
+    self._cf = jax.jit(self._counterfactual)
+    self._score_fn = jax.jit(self._score)
+    self._measure = jax.jit(lambda frozen, x, regions: measure.measure(t, frozen, x, regions))
+    self._bpd = jax.jit(lambda p, batch, rng: eval_fn(p, batch, None, rng)["bits_per_dim"])
+    self._true_error = jax.jit(metrics.true_counterfactual_error)
+    self._l1 = jax.jit(metrics.image_l1)
 
   def figure_kind(self, variable: str) -> str:
     """The intervention shown in the figures: the largest relative change (else permutation)."""

@@ -256,13 +256,12 @@ class CounterfactualModel:
   """A trained method of a workdir, ready to produce counterfactuals of single images."""
 
   def __init__(self, trained, method: str):
+    import jax  # pylint: disable=g-import-not-at-top
     from segcft_jax.evaluation import measure  # pylint: disable=g-import-not-at-top
     from segcft_jax.scm import counterfactual as cf_lib  # pylint: disable=g-import-not-at-top
-    from segcft_jax.train import compiler  # pylint: disable=g-import-not-at-top
     self.trained, self.method, self.config = trained, method, trained.config
-    self._measure = compiler.jit(
-        lambda frozen, x, r: measure.measure(trained, frozen, x, r)["oracle"])
-    self._cf = compiler.jit(lambda hvae, frozen, x, pa, do, rng: cf_lib.counterfactual(
+    self._measure = jax.jit(lambda frozen, x, r: measure.measure(trained, frozen, x, r)["oracle"])
+    self._cf = jax.jit(lambda hvae, frozen, x, pa, do, rng: cf_lib.counterfactual(
         trained.models, {"pgm": frozen["pgm"], "hvae": hvae}, x, pa, do, rng))
 
   @classmethod

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from segcft_jax.train import compiler, sharding
+from segcft_jax.train import sharding
 
 
 class Evaluator:
@@ -37,7 +37,7 @@ class Evaluator:
               for k, v in metrics.items()}
       return sums, valid.sum()
 
-    self._fn = compiler.jit(masked_sums, out_shardings=sharding.replicated(mesh))
+    self._fn = jax.jit(masked_sums, out_shardings=sharding.replicated(mesh))
 
   def __call__(self, params: Any, batches: Iterable[Mapping[str, np.ndarray]],
                frozen: Any = None) -> dict[str, np.ndarray]:

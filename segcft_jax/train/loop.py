@@ -21,7 +21,7 @@ import numpy as np
 
 from segcft_jax.data import pipeline
 from segcft_jax.train import checkpoint as ckpt_lib
-from segcft_jax.train import compiler, metrics_log, sharding
+from segcft_jax.train import metrics_log, sharding
 from segcft_jax.train import state as state_lib
 from segcft_jax.train.step import make_train_step
 from segcft_jax.train.task import Task
@@ -126,7 +126,7 @@ def fit(task: Task,
   init_rng, step_rng = jax.random.split(jax.random.PRNGKey(cfg.seed))
 
   state, start, offset, data_iter = _init_or_restore(
-      checkpointer, abstract, lambda: compiler.jit(init_state, out_shardings=state_shardings)(
+      checkpointer, abstract, lambda: jax.jit(init_state, out_shardings=state_shardings)(
           init_rng, example, task.pretrained), train_data)
   writer = metrics_log.MetricsWriter(os.path.join(stage_dir, "metrics.jsonl"))
   if start:
@@ -134,7 +134,7 @@ def fit(task: Task,
              checkpointer.directory)
     writer.write({"event": "resume", "step": start})
 
-  step_fn = compiler.jit(
+  step_fn = jax.jit(
       make_train_step(task, task.optimizer(cfg), step_rng,
                       grad_skip=cfg.grad_skip, ema_rate=cfg.ema_rate),
       out_shardings=(state_shardings, sharding.replicated(mesh)),
