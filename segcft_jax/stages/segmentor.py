@@ -2,15 +2,17 @@
 
 loss = mean_B CE(x) + dice_weight * mean_B (1 - soft Dice over foreground classes).
 
-With `exposure_aug = a > 0` every training image is first re-exposed by a random gain,
-``x01' = clip(x01 * exp(u), 0, 1)`` with ``u ~ U(-a, a)`` per example and ``x01 = (x + 1) / 2``
-the image in [0, 1] (`exposure_augment`). The phantoms tie exposure to organ size through a
-hidden body factor; without the augmentation a segmentor can learn "darker image, larger
-lungs" at the soft boundaries, a global lever that counterfactual fine-tuning against the
-frozen segmentor then pulls (a brightness shift outside the edited structure).
 The segmentor becomes Seg-CFT's frozen predictor; the oracle (other seed, other width) is
 trained the same way but used only for evaluation. Both report per-class test Dice of the EMA
 parameters with hard argmax labels.
+
+With `exposure_aug = a > 0` every training image is first re-exposed by a random gain,
+``x01' = clip(x01 * exp(u), 0, 1)`` with ``u ~ U(-a, a)`` per example and ``x01 = (x + 1) / 2``
+the image in [0, 1] (`exposure_augment`). The phantoms tie exposure to organ size through a
+hidden body factor, so a segmentor trained without it may tie its soft boundaries to global
+brightness, a lever fine-tuning against the frozen segmentor could pull. Off by default: on
+synth_chest it improved Seg-CFT's lungs but did not reduce the intensity shift outside the
+target (README, CFT settings of 2026-12-03).
 """
 
 from __future__ import annotations
