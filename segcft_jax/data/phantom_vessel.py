@@ -52,31 +52,22 @@ from typing import Any, Mapping
 import numpy as np
 
 from segcft_jax.data import phantom_filters
+from segcft_jax.data import phantom_vessel_geometry as geometry
 
 __all__ = ["CLASS_NAMES", "REGION_NAMES", "LABELS", "AREA_VARIABLES", "VARIABLES",
            "RENDER_PARAM_NAMES", "sample_example", "render", "render_counterfactual"]
 
-CLASS_NAMES = ("background", "lumen", "calcified_plaque", "noncalcified_plaque")
-REGION_NAMES = ("proximal", "mid", "distal")  # Region labels 1, 2, 3 in the region map.
-STRUCTURES = ("lumen", "calcified", "noncalcified")
-LABELS = {"lumen": 1, "calcified": 2, "noncalcified": 3}
-GLOBAL_VARIABLES = tuple(f"{s}_area" for s in STRUCTURES)
-REGIONAL_VARIABLES = tuple(f"{s}_area_{r}" for s in STRUCTURES for r in REGION_NAMES)
-AREA_VARIABLES = GLOBAL_VARIABLES + REGIONAL_VARIABLES
-VARIABLES = ("sex", "age") + AREA_VARIABLES
-
-_PLAQUES = ("calcified", "noncalcified")
-_GLOBAL_NAMES = ("gain", "offset", "noise_sigma", "hidden", "contrast", "falloff", "cp_level",
-                 "ncp_level", "wall_level", "fat_level", "myo_level", "myo_side", "myo_dist",
-                 "lung_level", "lung_dist", "tex_amp", "tex_sigma", "cl_y", "cl_amp1",
-                 "cl_freq1", "cl_phase1", "cl_amp2", "cl_freq2", "cl_phase2", "radius", "taper",
-                 "lumen_scale")
-_PLAQUE_FIELDS = ("x", "side", "offset", "a", "c", "scale")
-RENDER_PARAM_NAMES = (_GLOBAL_NAMES + tuple(f"lumen_{r}_scale" for r in REGION_NAMES)
-                      + tuple(f"{k}_{r}_{f}" for k in _PLAQUES for r in REGION_NAMES
-                              for f in _PLAQUE_FIELDS))
-NUM_RENDER_PARAMS = len(RENDER_PARAM_NAMES)
-_IX = {name: i for i, name in enumerate(RENDER_PARAM_NAMES)}
+CLASS_NAMES = geometry.CLASS_NAMES
+REGION_NAMES = geometry.REGION_NAMES  # Region labels 1, 2, 3 in the region map.
+STRUCTURES = geometry.STRUCTURES
+LABELS = geometry.LABELS
+GLOBAL_VARIABLES = geometry.GLOBAL_VARIABLES
+REGIONAL_VARIABLES = geometry.REGIONAL_VARIABLES
+AREA_VARIABLES = geometry.AREA_VARIABLES
+VARIABLES = geometry.VARIABLES
+RENDER_PARAM_NAMES = geometry.RENDER_PARAM_NAMES
+NUM_RENDER_PARAMS = geometry.NUM_RENDER_PARAMS
+_IX = geometry.PARAM_INDEX
 
 _PRESENCE_BIAS = {"calcified": -0.6, "noncalcified": 0.0}   # logit at age 60, female
 # Semi-axes at q = 1: half-length (units of S), half-thickness (units of the local radius).
@@ -87,11 +78,6 @@ _RHO = 0.9               # corr(h, z_T)
 _SCALE_RANGE = (0.2, 3.0)  # feasible lumen scale factors (global g and regional k_r)
 _TOL = 0.02               # relative area tolerance of counterfactual targets
 _FIT_ORDER = ("calcified", "noncalcified", "lumen")  # painting order, top layer first
-
-
-def _q_max(a: float, c: float) -> float:
-  """Largest plaque scale: half-length <= 0.16 and half-thickness <= 0.13 (units of S)."""
-  return min(0.16 / a, 0.13 / c)
 
 
 def _sample_params(rng: np.random.Generator) -> tuple[int, float, np.ndarray]:
@@ -114,7 +100,7 @@ def _sample_params(rng: np.random.Generator) -> tuple[int, float, np.ndarray]:
            taper=0.25 + 0.15 * u[15], lumen_scale=1.0)
   for i, r in enumerate(REGION_NAMES):
     q[f"lumen_{r}_scale"] = math.exp(0.07 * z[8 + i])
-  geo = _geometry(np.array([q.get(n, 0.0) for n in RENDER_PARAM_NAMES]), 16)
+  geo = geometry.vessel_frame(np.array([q.get(n, 0.0) for n in RENDER_PARAM_NAMES]), 16)
   burden = 0.0
   for kind in ("noncalcified", "calcified"):  # NCP first: CP sits on the opposite wall.
     for i, r in enumerate(REGION_NAMES):
@@ -128,10 +114,10 @@ def _sample_params(rng: np.random.Generator) -> tuple[int, float, np.ndarray]:
       a, c = (ac * (0.8 + 0.4 * vi) for ac, vi in zip(_PLAQUE_AC[kind], v))
       c *= r_x
       scale = math.exp(0.25 * sex + 0.012 * (age - 60.0) + 0.25 * e)
-      scale = min(scale, 0.8 * _q_max(a, c)) if present else 0.0
+      scale = min(scale, 0.8 * geometry.q_max(a, c)) if present else 0.0
       side = -q[f"noncalcified_{r}_side"] if kind == "calcified" else 2.0 * (v[3] < 0.5) - 1.0
       q.update({f"{kind}_{r}_{f}": val for f, val in zip(
-          _PLAQUE_FIELDS, (x, side, _PLAQUE_OFF[kind] * r_x, a, c, scale))})
+          geometry.PLAQUE_FIELDS, (x, side, _PLAQUE_OFF[kind] * r_x, a, c, scale))})
       burden += math.pi * a * c * scale ** 2
   z_t = (math.sqrt(burden) - _BURDEN[0]) / _BURDEN[1]
   q["hidden"] = _RHO * z_t + math.sqrt(1.0 - _RHO ** 2) * float(rng.standard_normal())
@@ -139,72 +125,11 @@ def _sample_params(rng: np.random.Generator) -> tuple[int, float, np.ndarray]:
   return sex, age, np.array([q[n] for n in RENDER_PARAM_NAMES], dtype=np.float32)
 
 
-def _geometry(params: np.ndarray, size: int) -> dict[str, np.ndarray]:
-  """Centreline per column (y_c, t, region), perpendicular offset d [S, S] and region map."""
-  p = {n: float(params[_IX[n]]) for n in _GLOBAL_NAMES}
-  w1, w2 = 2 * math.pi * p["cl_freq1"], 2 * math.pi * p["cl_freq2"]
-  curve = lambda x: (p["cl_y"] + p["cl_amp1"] * np.sin(w1 * x + p["cl_phase1"])
-                     + p["cl_amp2"] * np.sin(w2 * x + p["cl_phase2"]))
-  slope = lambda x: (p["cl_amp1"] * w1 * np.cos(w1 * x + p["cl_phase1"])
-                     + p["cl_amp2"] * w2 * np.cos(w2 * x + p["cl_phase2"]))
-  x_fine = np.linspace(0.0, 1.0, 2049)
-  ds = np.sqrt(1.0 + slope(x_fine) ** 2)
-  s = np.concatenate([[0.0], np.cumsum(0.5 * (ds[1:] + ds[:-1]) * np.diff(x_fine))])
-  x = (np.arange(size, dtype=np.float64) + 0.5) / size
-  t = np.interp(x, x_fine, s / s[-1])
-  col_region = np.minimum((3.0 * t).astype(np.int64), 2) + 1
-  d = (x[:, None] - curve(x)[None, :]) / np.sqrt(1.0 + slope(x) ** 2)[None, :]  # rows: y = x
-  return dict(x=x, t=t, x_fine=x_fine, t_fine=s / s[-1], col_region=col_region, d=d,
-              regions=np.broadcast_to(col_region[None, :], (size, size)).astype(np.uint8))
-
-
-def _window(u: np.ndarray) -> np.ndarray:
-  """Plateau window: 0 outside (0, 1), smoothstep ramps over 0.2 at each end, 1 between."""
-  v = np.clip(np.minimum(u, 1.0 - u) / 0.2, 0.0, 1.0)
-  return v * v * (3.0 - 2.0 * v)
-
-
-def _tube(params: np.ndarray, geo: Mapping[str, np.ndarray]) -> np.ndarray:
-  """Lumen tube {|d| <= r(x)} before plaques (see the module docstring for r)."""
-  t = geo["t"]
-  bump = sum((float(params[_IX[f"lumen_{r}_scale"]]) - 1.0) * _window(3.0 * t - i)
-             for i, r in enumerate(REGION_NAMES))
-  radius = (float(params[_IX["lumen_scale"]]) * float(params[_IX["radius"]])
-            * (1.0 - float(params[_IX["taper"]]) * t) * (1.0 + bump))
-  return np.abs(geo["d"]) <= radius[None, :]
-
-
-def _plaque(params: np.ndarray, geo: Mapping[str, np.ndarray], kind: str,
-            region: int) -> np.ndarray:
-  """Full shape of one plaque (ellipse in the vessel frame) clipped to its region's columns."""
-  x0, side, off, a, c, q = (float(params[_IX[f"{kind}_{REGION_NAMES[region - 1]}_{f}"]])
-                            for f in _PLAQUE_FIELDS)
-  if q <= 0.0:
-    return np.zeros(geo["d"].shape, dtype=bool)
-  u = ((geo["x"] - x0) / (q * a))[None, :]
-  v = (geo["d"] - side * off) / (q * c)
-  return (u * u + v * v <= 1.0) & (geo["col_region"] == region)[None, :]
-
-
-def _shapes(params: np.ndarray, geo: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """Full boolean shapes: the tube and the union of each plaque kind over the regions."""
-  return {"lumen": _tube(params, geo), **{k: np.logical_or.reduce(
-      [_plaque(params, geo, k, r) for r in (1, 2, 3)]) for k in _PLAQUES}}
-
-
-def _labels(shapes: Mapping[str, np.ndarray]) -> np.ndarray:
-  """Label map: lumen, then non-calcified plaque over it, then calcified plaque over both."""
-  mask = np.zeros(shapes["lumen"].shape, dtype=np.uint8)
-  for s in ("lumen", "noncalcified", "calcified"):
-    mask[shapes[s]] = LABELS[s]
-  return mask
-
-
 def _compose(params: np.ndarray, geo: Mapping[str, np.ndarray], mask: np.ndarray,
              noise_seed: int) -> np.ndarray:
   """Image from global params, geometry, the label map and the seeded noise fields."""
   size = mask.shape[0]
-  g = {n: float(params[_IX[n]]) for n in _GLOBAL_NAMES}
+  g = {n: float(params[_IX[n]]) for n in geometry.GLOBAL_PARAM_NAMES}
   rng = np.random.default_rng(int(noise_seed))
   texture_noise = rng.standard_normal((size, size))
   pixel_noise = rng.standard_normal((size, size))
@@ -233,13 +158,8 @@ def _areas(mask: np.ndarray, regions: np.ndarray) -> dict[str, np.float32]:
   return out
 
 
-def _inside(shapes: Mapping[str, np.ndarray]) -> bool:
-  """Whether the vessel and its plaques stay clear of the top and bottom image rows."""
-  return not any(m[[0, -1]].any() for m in shapes.values())
-
-
 def _example(params, noise_seed, geo, shapes, sex, age) -> dict:
-  mask, regions = _labels(shapes), geo["regions"].copy()
+  mask, regions = geometry.labels(shapes), geo["regions"].copy()
   return {"image": _compose(params, geo, mask, noise_seed), "mask": mask, "regions": regions,
           "sex": np.int64(sex), "age": np.float32(age), **_areas(mask, regions),
           "render_params": params, "noise_seed": np.int64(noise_seed)}
@@ -258,8 +178,8 @@ def render(render_params: np.ndarray, noise_seed: int,
     (image uint8 [S, S, 1], mask uint8 [S, S], regions uint8 [S, S] with values 1..3).
   """
   params = np.asarray(render_params, dtype=np.float32).reshape(NUM_RENDER_PARAMS)
-  geo = _geometry(params, size)
-  mask = _labels(_shapes(params, geo))
+  geo = geometry.vessel_frame(params, size)
+  mask = geometry.labels(geometry.shapes(params, geo))
   return _compose(params, geo, mask, noise_seed), mask, geo["regions"].copy()
 
 
@@ -280,9 +200,9 @@ def sample_example(rng: np.random.Generator, size: int = 64) -> dict:
     raise ValueError(f"size must be in [16, 1024] (32 to 256 recommended), got {size}")
   for _ in range(1000):  # Rejection keeps the vessel inside the image; it virtually never fires.
     sex, age, params = _sample_params(rng)  # float32 before rendering: render() reproduces it.
-    geo = _geometry(params, size)
-    shapes = _shapes(params, geo)
-    if _inside(shapes):
+    geo = geometry.vessel_frame(params, size)
+    shapes = geometry.shapes(params, geo)
+    if geometry.inside(shapes):
       break
   else:
     raise RuntimeError(f"could not place the vessel inside the image at size {size}")
@@ -323,16 +243,18 @@ def _set_structure(params: np.ndarray, geo, shapes: dict, structure: str, region
     base = {n: float(params[_IX[n]]) for n in names}
     lo, hi = _SCALE_RANGE[0] / base[names[0]], _SCALE_RANGE[1] / base[names[0]]
     cover = shapes["calcified"] | shapes["noncalcified"]
-    shape_fn = lambda p: _tube(p, geo)
+    shape_fn = lambda p: geometry.tube(p, geo)
   else:
     names = [f"{structure}_{REGION_NAMES[r - 1]}_scale" for r in regs]
     base = {n: float(params[_IX[n]]) for n in names}
     if not any(base.values()):
       base = dict.fromkeys(names, 1.0)
-    qmax = {n: _q_max(*(float(params[_IX[n[:-5] + f]]) for f in ("a", "c"))) for n in names}
+    qmax = {n: geometry.q_max(*(float(params[_IX[n[:-5] + f]]) for f in ("a", "c")))
+            for n in names}
     lo, hi = 0.0, min(qmax[n] / base[n] for n in names if base[n] > 0)
     cover = shapes["calcified"] if structure == "noncalcified" else np.zeros_like(sel)
-    shape_fn = lambda p: np.logical_or.reduce([_plaque(p, geo, structure, r) for r in (1, 2, 3)])
+    shape_fn = lambda p: np.logical_or.reduce(
+        [geometry.plaque(p, geo, structure, r) for r in (1, 2, 3)])
 
   def trial(m: float) -> tuple[np.ndarray, np.ndarray]:
     p = params.copy()
@@ -347,7 +269,7 @@ def _set_structure(params: np.ndarray, geo, shapes: dict, structure: str, region
   m = 0.0 if target == 0 else _closest(count, target, lo, hi, variable)
   new_params, shape = trial(m)
   new_shapes = dict(shapes, **{structure: shape})
-  if not _inside(new_shapes):
+  if not geometry.inside(new_shapes):
     raise ValueError(f"{variable}={target:g} is infeasible: the vessel would leave the image")
   shapes.update(new_shapes)
   return new_params
@@ -395,8 +317,8 @@ def render_counterfactual(example: Mapping[str, Any], interventions: Mapping[str
     if _parse(var)[1] and _parse(var)[0] + "_area" in targets:
       raise ValueError(f"cannot intervene on {_parse(var)[0]}_area together with {var}")
   params = np.array(example["render_params"], dtype=np.float32).reshape(NUM_RENDER_PARAMS)
-  geo = _geometry(params, int(np.asarray(example["image"]).shape[0]))
-  shapes = _shapes(params, geo)
+  geo = geometry.vessel_frame(params, int(np.asarray(example["image"]).shape[0]))
+  shapes = geometry.shapes(params, geo)
   for var in sorted(targets, key=lambda v: _FIT_ORDER.index(_parse(v)[0])):
     params = _set_structure(params, geo, shapes, *_parse(var), targets[var], var)
   return _example(params, np.asarray(example["noise_seed"]), geo, shapes,
