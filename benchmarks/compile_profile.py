@@ -11,6 +11,7 @@ From the child's log it adds up, for the step's module only:
 * `backend_s`: "Compiling [...] for CPU using JIT" (thunk emission + LLVM + linking);
 * `llvm_modules` / `llvm_s`: the kernel modules LLVM compiled and their summed time (they
   compile on a thread pool, so the sum can exceed their share of the wall time);
+* the `--top` LLVM kernel modules by time (one giant fusion shows up here);
 * the `--top` HLO passes by summed time (a pass that runs many times, e.g. inside a fixed-point
   pipeline, is summed over its runs; nested pipelines are listed too, so do not add the rows).
 
@@ -38,7 +39,7 @@ _US = r"\((\d+) us\)"
 _PASS = re.compile(r"HLO pass: (\S+) time: \S+ \S+ " + _US)
 _HLO = re.compile(r"Running HLO passes on \[(\S+)\] for CPU time: \S+ \S+ " + _US)
 _JIT = re.compile(r"Compiling \[(\S+)\] for CPU using JIT time: \S+ \S+ " + _US)
-_LLVM = re.compile(r"Compiled LLVM module: \S+ time: \S+ \S+ " + _US)
+_LLVM = re.compile(r"Compiled LLVM module: (\S+) time: \S+ \S+ " + _US)
 _MODULE = re.compile(r"Running HLO pass pipeline on module (\S+):")
 _BEGIN = re.compile(r"\] Compiling: (\S+)")
 _MARK = "COMPILE_PROFILE "
@@ -54,11 +55,12 @@ def parse_log(log: str) -> dict:
     log: XLA's stderr with the passes, HLO pipeline and JIT timings of every module.
 
   Returns:
-    Dict with module, hlo_passes_s, backend_s, llvm_s, llvm_modules and passes
-    (name -> seconds).
+    Dict with module, hlo_passes_s, backend_s, llvm_s, llvm_modules, passes and kernels
+    (HLO pass / LLVM kernel module name -> seconds).
   """
   per = collections.defaultdict(lambda: dict(hlo_passes_s=0.0, backend_s=0.0, llvm_s=0.0,
-                                             llvm_modules=0, passes=collections.Counter()))
+                                             llvm_modules=0, passes=collections.Counter(),
+                                             kernels=collections.Counter()))
   hlo_module = backend_module = ""
   for line in log.splitlines():
     if m := _MODULE.search(line):
@@ -70,14 +72,16 @@ def parse_log(log: str) -> dict:
     elif m := _BEGIN.search(line):
       backend_module = m.group(1)
     elif m := _LLVM.search(line):
-      per[backend_module]["llvm_s"] += int(m.group(1)) / 1e6
+      per[backend_module]["llvm_s"] += int(m.group(2)) / 1e6
       per[backend_module]["llvm_modules"] += 1
+      per[backend_module]["kernels"][m.group(1)] += int(m.group(2)) / 1e6
     elif m := _JIT.search(line):
       per[m.group(1)]["backend_s"] += int(m.group(2)) / 1e6
   if not per:
     raise ValueError("no XLA compile timings in the log (was TF_CPP_VMODULE set?)")
   module = max(per, key=lambda k: per[k]["backend_s"])
-  return dict(per[module], module=module, passes=dict(per[module]["passes"]))
+  return dict(per[module], module=module, passes=dict(per[module]["passes"]),
+              kernels=dict(per[module]["kernels"]))
 
 
 def child(config_name: str, step: str) -> None:
@@ -114,19 +118,22 @@ def main(argv):
     raise RuntimeError(f"the compile child failed (rc {r.returncode}):\n{r.stderr[-3000:]}")
   info = json.loads(marks[-1][len(_MARK):])
   prof = parse_log(r.stderr)
-  passes = prof.pop("passes")
-  top = sorted(passes.items(), key=lambda kv: -kv[1])[:f.top]
+  top = sorted(prof.pop("passes").items(), key=lambda kv: -kv[1])[:f.top]
+  kernels = sorted(prof.pop("kernels").items(), key=lambda kv: -kv[1])[:f.top]
   # pylint: disable=g-import-not-at-top
   from benchmarks import results_io
-  record = dict(benchmark="compile_profile", config=f.config, step=f.step, **info, **prof,
-                top_passes=dict(top))
+  record = dict(benchmark="compile_profile", config=f.config, step=f.step,
+                xla_flags=os.environ.get("XLA_FLAGS", ""), **info, **prof,
+                top_passes=dict(top), top_kernels=dict(kernels))
   path = results_io.append(record, f.out)
   print(f"{f.config} {f.step} (batch {info['batch']}, {info['hlo_lines']:,} HLO lines): compile "
         f"{info['compile_s']:.1f} s = HLO passes {prof['hlo_passes_s']:.1f} s + backend "
         f"{prof['backend_s']:.1f} s (LLVM: {prof['llvm_modules']} modules, "
         f"{prof['llvm_s']:.1f} s summed over threads) -> {path}")
-  for name, s in top:
-    print(f"{s:8.2f} s  {name}")
+  for title, rows in (("HLO passes", top), ("LLVM kernel modules", kernels)):
+    print(f"top {title}:")
+    for name, s in rows:
+      print(f"{s:8.2f} s  {name}")
 
 
 if __name__ == "__main__":

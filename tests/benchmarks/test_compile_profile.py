@@ -33,3 +33,4 @@ def test_parse_log_keeps_the_longest_module_and_sums_passes():
   assert prof["hlo_passes_s"] == 2.5 and prof["backend_s"] == 3.0
   assert prof["llvm_modules"] == 2 and abs(prof["llvm_s"] - 1.011561) < 1e-9
   assert prof["passes"] == {"algsimp": 2.0, "fusion": 0.25}
+  assert prof["kernels"] == {"__m_1": 0.011561, "__m_2": 1.0}
