@@ -16,8 +16,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def test_hvae_step_on_8_devices_equals_1_device(tmp_path, chest_records):
   config = config_files.load(os.path.join(ROOT, "configs", "synth_chest.py:quick"))
-  with config.unlocked():
+  with config.unlocked():  # A tiny HVAE: the stage's sharding, not its capacity.
     config.hvae.num_steps = 1
+    config.hvae.model.update(widths=(4, 8, 16), enc_arch="32b1d4,8b1d8,1b1",
+                             dec_arch="1b1,8b1,32b1", z_dim=4, z_max_res=8, bias_max_res=8)
   keys = ("image", *config.hvae.parents)
   task = hvae_stage.hvae_task(config)
   states = []
