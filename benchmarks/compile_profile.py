@@ -5,7 +5,7 @@
 Builds the step exactly as `benchmarks/steps.py` does, lowers it, and compiles it once (cold:
 the persistent cache is off) in a child process whose XLA logging is turned up
 (`TF_CPP_MIN_LOG_LEVEL=0`, `TF_CPP_VMODULE=hlo_pass_pipeline=1,cpu_compiler=1,ir_compiler=1`).
-From the child's log it adds up, for the step's module only:
+From the child's log after it starts compiling the step it adds up, for the step's module:
 
 * `hlo_passes_s`: `cpu_compiler`'s "Running HLO passes" (the whole optimisation pipeline);
 * `backend_s`: "Compiling [...] for CPU using JIT" (thunk emission + LLVM + linking);
@@ -33,6 +33,11 @@ from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import results_io
+from benchmarks import steps as bench_steps
+from segcft_jax.train import sharding
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 _VMODULE = "hlo_pass_pipeline=1,cpu_compiler=1,ir_compiler=1"
 _US = r"\((\d+) us\)"
@@ -43,13 +48,26 @@ _LLVM = re.compile(r"Compiled LLVM module: (\S+) time: \S+ \S+ " + _US)
 _MODULE = re.compile(r"Running HLO pass pipeline on module (\S+):")
 _BEGIN = re.compile(r"\] Compiling: (\S+)")
 _MARK = "COMPILE_PROFILE "
+_START = "COMPILE_PROFILE_START"  # on stderr just before `.compile()`
+
+
+def step_log(stderr: str) -> str:
+  """The child's log after its `_START` line: the step's compile only.
+
+  Building the benchmark compiles other programs first (parameter and state
+  initialisation, casts); they are cut off here.
+  """
+  _, start, tail = stderr.rpartition(_START)
+  if not start:
+    raise ValueError(f"no {_START} line in the compile child's log")
+  return tail
 
 
 def parse_log(log: str) -> dict:
   """Compile-time breakdown of the module that took longest to compile in `log`.
 
-  Jax also compiles tiny helper jits (casts, broadcasts) while building the step; they are
-  left out by keeping only the module with the largest JIT (backend) time.
+  Jax may compile tiny helper jits (casts, broadcasts) next to the step; they are left out
+  by keeping only the module with the largest JIT (backend) time.
 
   Args:
     log: XLA's stderr with the passes, HLO pipeline and JIT timings of every module.
@@ -85,10 +103,7 @@ def parse_log(log: str) -> dict:
 
 
 def child(config_name: str, step: str) -> None:
-  """Builds, lowers and cold-compiles the step; prints its module name and compile time."""
-  # pylint: disable=g-import-not-at-top
-  from benchmarks import steps as bench_steps
-  from segcft_jax.train import sharding
+  """Builds, lowers and cold-compiles the step; prints its batch, HLO size and compile time."""
   bench_steps.configure_jax(False, "")
   config = bench_steps.bench_config(config_name, step)
   batch = bench_steps.default_batch(config, step)
@@ -96,6 +111,7 @@ def child(config_name: str, step: str) -> None:
                             sharding.make_mesh(1))
   lowered = bench.jitted.lower(*bench.args)
   hlo_lines = lowered.as_text(dialect="hlo").count("\n")
+  print(_START, file=sys.stderr, flush=True)
   start = time.perf_counter()
   lowered.compile()
   compile_s = time.perf_counter() - start
@@ -117,11 +133,9 @@ def main(argv):
   if r.returncode or not marks:
     raise RuntimeError(f"the compile child failed (rc {r.returncode}):\n{r.stderr[-3000:]}")
   info = json.loads(marks[-1][len(_MARK):])
-  prof = parse_log(r.stderr)
+  prof = parse_log(step_log(r.stderr))
   top = sorted(prof.pop("passes").items(), key=lambda kv: -kv[1])[:f.top]
   kernels = sorted(prof.pop("kernels").items(), key=lambda kv: -kv[1])[:f.top]
-  # pylint: disable=g-import-not-at-top
-  from benchmarks import results_io
   record = dict(benchmark="compile_profile", config=f.config, step=f.step,
                 xla_flags=os.environ.get("XLA_FLAGS", ""), **info, **prof,
                 top_passes=dict(top), top_kernels=dict(kernels))
@@ -137,11 +151,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.DEFINE_enum("config", "morphomnist", ("morphomnist", "synth_chest", "chest64",
-                                              "chest192"), "Benchmark configuration.")
-  flags.DEFINE_enum("step", "train", ("train", "counterfactual", "cft_reg", "cft_seg",
-                                      "cft_pos_seg"), "Step to profile.")
-  flags.DEFINE_integer("top", 20, "HLO passes to print.")
+  flags.DEFINE_enum("config", "morphomnist", bench_steps.CONFIGS, "Benchmark configuration.")
+  flags.DEFINE_enum("step", "train", bench_steps.STEPS, "Step to profile.")
+  flags.DEFINE_integer("top", 20, "HLO passes and LLVM kernel modules to print.")
   flags.DEFINE_string("out", None, "Results file (default benchmarks/results/<device>.jsonl).")
   flags.DEFINE_bool("child", False, "Internal: the compiling child process.")
   app.run(main)

@@ -25,10 +25,9 @@ VARIABLES = ("sex", "age") + AREA_VARIABLES
 PLAQUES = ("calcified", "noncalcified")
 GLOBAL_PARAM_NAMES = ("gain", "offset", "noise_sigma", "hidden", "contrast", "falloff",
                       "cp_level", "ncp_level", "wall_level", "fat_level", "myo_level",
-                      "myo_side", "myo_dist",
-                      "lung_level", "lung_dist", "tex_amp", "tex_sigma", "cl_y", "cl_amp1",
-                      "cl_freq1", "cl_phase1", "cl_amp2", "cl_freq2", "cl_phase2", "radius",
-                      "taper", "lumen_scale")
+                      "myo_side", "myo_dist", "lung_level", "lung_dist", "tex_amp",
+                      "tex_sigma", "cl_y", "cl_amp1", "cl_freq1", "cl_phase1", "cl_amp2",
+                      "cl_freq2", "cl_phase2", "radius", "taper", "lumen_scale")
 PLAQUE_FIELDS = ("x", "side", "offset", "a", "c", "scale")
 RENDER_PARAM_NAMES = (GLOBAL_PARAM_NAMES + tuple(f"lumen_{r}_scale" for r in REGION_NAMES)
                       + tuple(f"{k}_{r}_{f}" for k in PLAQUES for r in REGION_NAMES
@@ -68,7 +67,7 @@ def _window(u: np.ndarray) -> np.ndarray:
 
 
 def tube(params: np.ndarray, geo: Mapping[str, np.ndarray]) -> np.ndarray:
-  """Lumen tube {|d| <= r(x)} before plaques (see the module docstring for r)."""
+  """Lumen tube {|d| <= r(x)} before plaques (r: see `phantom_vessel`'s module docstring)."""
   t = geo["t"]
   bump = sum((float(params[PARAM_INDEX[f"lumen_{r}_scale"]]) - 1.0) * _window(3.0 * t - i)
              for i, r in enumerate(REGION_NAMES))
@@ -78,7 +77,7 @@ def tube(params: np.ndarray, geo: Mapping[str, np.ndarray]) -> np.ndarray:
 
 
 def plaque(params: np.ndarray, geo: Mapping[str, np.ndarray], kind: str,
-            region: int) -> np.ndarray:
+           region: int) -> np.ndarray:
   """Full shape of one plaque (ellipse in the vessel frame) clipped to its region's columns."""
   x0, side, off, a, c, q = (float(params[PARAM_INDEX[f"{kind}_{REGION_NAMES[region - 1]}_{f}"]])
                             for f in PLAQUE_FIELDS)

@@ -34,3 +34,10 @@ def test_parse_log_keeps_the_longest_module_and_sums_passes():
   assert prof["llvm_modules"] == 2 and abs(prof["llvm_s"] - 1.011561) < 1e-9
   assert prof["passes"] == {"algsimp": 2.0, "fusion": 0.25}
   assert prof["kernels"] == {"__m_1": 0.011561, "__m_2": 1.0}
+
+
+def test_step_log_drops_what_was_compiled_before_the_step():
+  init = _P + "cpu_compiler.cc:2094] Compiling [jit_init] for CPU using JIT time: 9 s (9000000 us)"
+  log = compile_profile.step_log("\n".join([init, compile_profile._START, _LOG]))
+  assert compile_profile.parse_log(log)["module"] == "jit_step"
+  assert "jit_init" not in log
