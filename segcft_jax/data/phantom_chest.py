@@ -11,15 +11,22 @@ Generative model (one example)::
     e_o ~ N(0, 1) per organ o                 independent organ noise
 
     log T_o = log B_o + beta_o * sex + gamma_o * (age - 50) + 0.22 * b + 0.05 * e_o
-    (B_rl, B_ll, B_h) = (0.090, 0.082, 0.050) S^2
+    (B_rl, B_ll, B_h) = (0.086, 0.061, 0.050) S^2
     (beta_rl, beta_ll, beta_h) = (0.16, 0.16, 0.12)           males have larger organs
     (gamma_rl, gamma_ll, gamma_h) = (-0.004, -0.004, +0.005) / yr   lungs shrink, heart grows
 
-``T_o`` is the area of organ ``o``'s full shape (a rotated, egg-shaped superellipse; its
-semi-axes follow from ``T_o`` and a sampled aspect ratio). Lungs are clipped at the mediastinum
-and the heart is drawn over them, so the stored variables are the *visible* pixel counts::
+Each organ is a rotated, egg-shaped superellipse with a sampled aspect ratio. Lungs are clipped
+at the mediastinum and the heart is drawn over them; the stored variables are the *visible*
+pixel counts::
 
     area_o = #{pixels with mask == label_o}        (heart label wins over lung labels)
+
+``T_o`` is the target of ``area_o``: the heart's semi-axes follow from ``T_h`` directly; each
+lung's shape is then scaled about its centre until its *visible* count (what the heart and the
+mediastinum leave of it) is closest to ``T_o``. So a lung's area depends on sex, age and its
+noise only, never on the heart, exactly as the declared graph says (organ areas are children
+of sex and age alone): under do(heart_area) a lung keeps its visible area, its outline moving
+out where the heart covers more of it (``render_counterfactual``).
 
 Image, with ``L`` the label map, ``K3`` a 3x3 binomial blur and ``n, t`` noise fields drawn from
 ``default_rng(noise_seed)``::
@@ -31,10 +38,12 @@ Image, with ``L`` the label map, ``K3`` a 3x3 binomial blur and ``n, t`` noise f
 ``v`` maps background/lung/heart to 0 / -lung_att / +heart_att. The exposure gain ``g`` is
 driven by the same hidden ``b`` as the organ areas: that is the confounding shortcut (mean
 brightness falls as every organ grows; dark lungs add to it, the bright heart is too small to
-undo it: corr(mean intensity, area) ~ -0.75 for each organ). The thorax widens mildly with ``b``
+undo it: corr(mean intensity, area) ~ -0.8 for each organ: -0.82 / -0.83 / -0.79 for left lung /
+right lung / heart on the default 64x64 train split). The thorax widens mildly with ``b``
 and sex; it carries no causal variable. Organ geometry enters a pixel only through the labels
-in its 3x3 neighbourhood, so changing one organ's scale (``render_counterfactual``) changes
-pixels only within one pixel of the old/new organ masks: the true counterfactual.
+in its 3x3 neighbourhood, so rescaling organs (``render_counterfactual``: the intervened one, and
+under do(heart) the lungs that keep their visible area) changes pixels only within one pixel of
+their old/new masks: the true counterfactual.
 """
 
 from __future__ import annotations
@@ -65,7 +74,8 @@ _IX = {name: i for i, name in enumerate(RENDER_PARAM_NAMES)}
 _ORGAN_OF_VARIABLE = {"left_lung_area": "left_lung", "right_lung_area": "right_lung",
                       "heart_area": "heart"}
 
-_BASE_AREA = {"right_lung": 0.090, "left_lung": 0.082, "heart": 0.050}  # in S^2, female, age 50
+# Visible area in S^2, female, age 50 (lungs: what the heart and the mediastinum leave).
+_BASE_AREA = {"right_lung": 0.086, "left_lung": 0.061, "heart": 0.050}
 _AGE_SLOPE = {"right_lung": -0.004, "left_lung": -0.004, "heart": 0.005}  # log-area per year
 _SEX_EFFECT = {"right_lung": 0.16, "left_lung": 0.16, "heart": 0.12}  # log-area, male - female
 _BODY_EFFECT = 0.22    # log-area per std of the hidden body size b
@@ -84,13 +94,15 @@ def _semi_axes(area: float, aspect: float, p: float) -> tuple[float, float]:
   return math.sqrt(ac / aspect), math.sqrt(ac * aspect)
 
 
-def _sample_params(rng: np.random.Generator) -> tuple[int, float, np.ndarray]:
-  """Draws (sex, age, float32 render params) from the generative model in the module docstring."""
+def _sample_params(rng: np.random.Generator) -> tuple[int, float, np.ndarray, dict[str, float]]:
+  """Draws (sex, age, float32 render params, {organ: T_o in S^2}) from the module docstring's
+  model; each lung's semi-axes are a first guess from T_o, refined by `_fit_lungs`."""
   sex = int(rng.random() < 0.5)
   age = float(rng.uniform(20.0, 85.0))
   z = rng.standard_normal(16)
   b = float(np.clip(z[0], -2.5, 2.5))
   u = rng.random(12)
+  targets = {}
   q = dict(gain=math.exp(_EXPOSURE_EFFECT * b + 0.02 * z[1]), offset=0.035 + 0.008 * z[2],
            noise_sigma=0.012 + 0.006 * u[0])
   # The thorax grows mildly with b and sex; it is generous enough to hold the largest organs.
@@ -112,9 +124,40 @@ def _sample_params(rng: np.random.Generator) -> tuple[int, float, np.ndarray]:
       p, k, aspect = 2.2 + 0.3 * u[9], 0.25, 1.8 + 0.1 * z[14]
       theta = -side * (0.08 + 0.04 * u[10 + i])
       cx, cy = q["body_cx"] + side * 0.42 * q["body_w"], 0.49 + 0.01 * z[15]
-    a, c = _semi_axes(math.exp(log_area), aspect, p)
+    targets[organ] = math.exp(log_area)
+    a, c = _semi_axes(targets[organ], aspect, p)
     q.update({f"{organ}_{f}": v for f, v in zip(_SHAPE_FIELDS, (cx, cy, a, c, theta, p, k))})
-  return sex, age, np.array([q[n] for n in RENDER_PARAM_NAMES], dtype=np.float32)
+  return sex, age, np.array([q[n] for n in RENDER_PARAM_NAMES], dtype=np.float32), targets
+
+
+def _scaled(params: np.ndarray, organ: str, a0: float, c0: float, s: float) -> np.ndarray:
+  """Params with the organ's semi-axes (a0, c0) scaled by s (float32, exactly what render sees)."""
+  p = params.copy()
+  p[_IX[f"{organ}_a"]], p[_IX[f"{organ}_c"]] = np.float32(a0 * s), np.float32(c0 * s)
+  return p
+
+
+def _fit_lungs(params: np.ndarray, targets: Mapping[str, float], shapes: dict[str, np.ndarray],
+               size: int) -> np.ndarray:
+  """Scales each lung until its visible pixel count is close to its target (module docstring).
+
+  Fixed-point iteration on the scale s, area ~ s^2: s <- s * sqrt(T / visible(s)), a few
+  steps; the stored area is whatever count the final shape has, so the fit need not be exact.
+  Updates `shapes` in place and returns the new float32 params.
+  """
+  x, y = _grid(size)
+  for organ in ("right_lung", "left_lung"):
+    a0, c0 = float(params[_IX[f"{organ}_a"]]), float(params[_IX[f"{organ}_c"]])
+    target, s = targets[organ] * size * size, 1.0
+    for _ in range(8):
+      trial = _scaled(params, organ, a0, c0, s)
+      shape = _organ_shape(trial, organ, x, y)
+      count = int(_visible(shape, organ, shapes["heart"]).sum())
+      params, shapes[organ] = trial, shape
+      if count == 0 or abs(count - target) <= max(0.5, 2e-3 * target):
+        break
+      s *= math.sqrt(target / count)
+  return params
 
 
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -141,6 +184,11 @@ def _organ_shape(params: np.ndarray, organ: str, x: np.ndarray, y: np.ndarray) -
     mid, gap = float(params[_IX["body_cx"]]), float(params[_IX["mediastinum"]])
     inside &= (x < mid - gap) if organ == "right_lung" else (x > mid + gap)
   return inside
+
+
+def _visible(shape: np.ndarray, organ: str, heart: np.ndarray) -> np.ndarray:
+  """The part of an organ's shape that carries its label (lungs lose what the heart covers)."""
+  return shape if organ == "heart" else shape & ~heart
 
 
 def _body_level(params: np.ndarray, size: int) -> np.ndarray:
@@ -247,8 +295,9 @@ def sample_example(rng: np.random.Generator, size: int = 64) -> dict:
   if not 8 <= size <= 1024:
     raise ValueError(f"size must be in [8, 1024] (32 to 256 recommended), got {size}")
   for _ in range(1000):  # Rejection keeps every organ inside the body; it virtually never triggers.
-    sex, age, params = _sample_params(rng)  # float32 before rendering: render() reproduces it.
+    sex, age, params, targets = _sample_params(rng)  # float32: render() reproduces it.
     shapes = _shapes(params, size)
+    params = _fit_lungs(params, targets, shapes, size)
     body = _body_mask(params, size)
     if all(_fits_in_body(s, body) for s in shapes.values()):
       break
@@ -261,11 +310,6 @@ def sample_example(rng: np.random.Generator, size: int = 64) -> dict:
           "noise_seed": noise_seed}
 
 
-def _visible(shape: np.ndarray, organ: str, heart: np.ndarray) -> np.ndarray:
-  """The part of an organ's shape that carries its label (lungs lose what the heart covers)."""
-  return shape if organ == "heart" else shape & ~heart
-
-
 def _rescale(params: np.ndarray, organ: str, target: float, shapes: dict[str, np.ndarray],
              body: np.ndarray, variable: str) -> np.ndarray:
   """Bisection on the organ's scale factor s so that its visible pixel count is closest to target.
@@ -275,12 +319,10 @@ def _rescale(params: np.ndarray, organ: str, target: float, shapes: dict[str, np
   Updates `shapes[organ]` in place and returns the new float32 params.
   """
   x, y = _grid(body.shape[0])
-  ia, ic = _IX[f"{organ}_a"], _IX[f"{organ}_c"]
-  a0, c0 = float(params[ia]), float(params[ic])
+  a0, c0 = float(params[_IX[f"{organ}_a"]]), float(params[_IX[f"{organ}_c"]])
 
   def trial(s: float) -> tuple[np.ndarray, np.ndarray, int]:
-    p = params.copy()
-    p[ia], p[ic] = np.float32(a0 * s), np.float32(c0 * s)  # float32, exactly what render sees.
+    p = _scaled(params, organ, a0, c0, s)
     shape = _organ_shape(p, organ, x, y)
     return p, shape, int(_visible(shape, organ, shapes["heart"]).sum())
 
@@ -309,11 +351,14 @@ def _rescale(params: np.ndarray, organ: str, target: float, shapes: dict[str, np
 
 
 def render_counterfactual(example: Mapping[str, Any], interventions: Mapping[str, float]) -> dict:
-  """True counterfactual: re-renders `example` with only the named organs rescaled.
+  """True counterfactual: re-renders `example` with the intervened organs rescaled.
 
   Noise seed, exposure, body and every other parameter stay fixed; each intervened organ is
   scaled about its centre (aspect, rotation and position kept) so that its visible mask pixel
   count is as close as possible to the target. The heart is fitted first, since it hides lung.
+  A lung that is not intervened on keeps its visible area (its mechanism has no heart input,
+  module docstring): under do(heart_area) it is rescaled back to its factual count, so its
+  outline moves where the heart covers more or less of it.
 
   Args:
     example: dict as returned by `sample_example` (values may be numpy scalars, 0-d arrays or
@@ -324,7 +369,8 @@ def render_counterfactual(example: Mapping[str, Any], interventions: Mapping[str
     Dict with the keys of `sample_example`; the areas are the new mask counts.
 
   Raises:
-    ValueError: unknown variable, non-positive / non-finite target, or unreachable target.
+    ValueError: unknown variable, non-positive / non-finite target, or unreachable target
+      (for a heart target: also when a lung could not keep its visible area).
   """
   choices = tuple(ORGAN_LABELS)
   for var, target in interventions.items():
@@ -338,9 +384,18 @@ def render_counterfactual(example: Mapping[str, Any], interventions: Mapping[str
   params = np.asarray(example["render_params"], dtype=np.float32).reshape(NUM_RENDER_PARAMS).copy()
   noise_seed = np.int64(np.asarray(example["noise_seed"]))
   shapes, body = _shapes(params, size), _body_mask(params, size)
-  for var in sorted(interventions, key=lambda v: v != "heart_area"):
-    params = _rescale(params, _ORGAN_OF_VARIABLE[var], float(np.asarray(interventions[var])),
-                      shapes, body, var)
+  targets = {v: float(np.asarray(t)) for v, t in interventions.items()}
+  if "heart_area" in targets:  # The other lungs hold their factual visible counts.
+    for var in ("left_lung_area", "right_lung_area"):
+      targets.setdefault(var, float(np.asarray(example[var])))
+  for var in sorted(targets, key=lambda v: v != "heart_area"):
+    try:
+      params = _rescale(params, _ORGAN_OF_VARIABLE[var], targets[var], shapes, body, var)
+    except ValueError as e:
+      if var in interventions:
+        raise
+      raise ValueError(f"heart_area={targets['heart_area']:g} is unreachable: {var} cannot keep "
+                       f"its visible area ({e})") from None
   mask = _labels(shapes)
   sex, age = np.int64(np.asarray(example["sex"])), np.float32(np.asarray(example["age"]))
   return {"image": _compose(params, mask, noise_seed), "mask": mask, "sex": sex, "age": age,

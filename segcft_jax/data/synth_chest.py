@@ -3,6 +3,8 @@ lung / right lung / heart), sex, age, organ areas, render parameters (`phantom_b
 
 from __future__ import annotations
 
+import tensorflow_datasets as tfds
+
 from segcft_jax.data import phantom_chest
 from segcft_jax.data.phantom_builder import PhantomBuilder
 
@@ -17,6 +19,11 @@ class SynthChest(PhantomBuilder):
   MAPS = ("mask",)
   SCALARS = SCALARS
   DESCRIPTION = "Procedural chest radiograph phantom (segcft-jax, SPEC §2 synth_chest)."
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Lungs sized by their full shape: the heart drawn over them changed their areas.",
+      "1.1.0": "Lungs sized by their visible area, independent of the heart, as the graph says.",
+  }
 
 
 make_builder = SynthChest.for_config

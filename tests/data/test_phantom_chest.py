@@ -42,9 +42,14 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
   return float(np.corrcoef(a, b)[0, 1])
 
 
-def _outside_union(old_mask, new_mask, label) -> np.ndarray:
-  union = (old_mask == label) | (new_mask == label)
+def _outside_union(old_mask, new_mask, labels) -> np.ndarray:
+  union = np.isin(old_mask, labels) | np.isin(new_mask, labels)
   return ~ndimage.binary_dilation(union, structure=np.ones((3, 3), bool), iterations=2)
+
+
+def _moved(var: str) -> tuple[str, ...]:
+  """Organ variables whose shape a true do(var) may rescale: under do(heart) the lungs refit."""
+  return tuple(AREAS) if var == "heart_area" else (var,)
 
 
 def test_constants():
@@ -100,10 +105,10 @@ def test_variable_distributions(examples64):
   male = st["sex"] == 1
   for var in AREAS:
     a = st[var]
-    assert a.std() / a.mean() >= 0.18, var  # measured ~0.22-0.26
-    assert (a[male].mean() - a[~male].mean()) / a.mean() >= 0.07, var  # measured ~0.12-0.13
+    assert a.std() / a.mean() >= 0.18, var  # measured ~0.25-0.27
+    assert (a[male].mean() - a[~male].mean()) / a.mean() >= 0.07, var  # measured ~0.13-0.18
     r_age = _corr(st["age"], a)
-    assert (r_age >= 0.2) if var == "heart_area" else (r_age <= -0.2), (var, r_age)  # ~0.35-0.45
+    assert (r_age >= 0.2) if var == "heart_area" else (r_age <= -0.2), (var, r_age)  # ~0.25-0.38
 
 
 @pytest.mark.parametrize("fixture,threshold", [("examples64", 0.65), ("examples32", 0.6)])
@@ -111,7 +116,7 @@ def test_brightness_confounds_every_area(request, fixture, threshold):
   st = _stats(request.getfixturevalue(fixture))
   for var in AREAS:
     r = _corr(st["brightness"], st[var])
-    assert r <= -threshold, (var, r)  # measured -0.73 to -0.80
+    assert r <= -threshold, (var, r)  # measured -0.79 to -0.84
 
 
 def test_small_size_properties(examples32):
@@ -156,22 +161,24 @@ def test_sampling_speed():
   for _ in range(100):
     pc.sample_example(rng)
   per_example = (time.perf_counter() - start) / 100
-  assert per_example < 5e-3  # measured ~0.85 ms; loose to stay robust on busy machines.
+  assert per_example < 5e-3  # measured ~1.6 ms; loose to stay robust on busy machines.
 
 
 def _check_counterfactual(ex, cf, var, target, size):
-  label = pc.ORGAN_LABELS[var]
+  moved = _moved(var)
   assert set(cf) == KEYS
   assert abs(cf[var] - target) <= 0.02 * target + 1e-6, (var, cf[var], target)
   for v, lab in pc.ORGAN_LABELS.items():
     assert cf[v] == np.count_nonzero(cf["mask"] == lab)
-  outside = _outside_union(ex["mask"], cf["mask"], label)
+    if v != var:  # The graph has no edge between organ areas: the others keep their counts.
+      assert abs(cf[v] - ex[v]) <= 1, (var, v, cf[v], ex[v])
+  outside = _outside_union(ex["mask"], cf["mask"], [pc.ORGAN_LABELS[v] for v in moved])
   np.testing.assert_array_equal(cf["image"][..., 0][outside], ex["image"][..., 0][outside])
   np.testing.assert_array_equal(cf["mask"][outside], ex["mask"][outside])
-  # Only the intervened organ's size parameters change.
+  # Only the size parameters of the intervened organ (and, under do(heart), the lungs) change.
   changed = {pc.RENDER_PARAM_NAMES[i] for i in np.flatnonzero(cf["render_params"]
                                                                != ex["render_params"])}
-  assert changed <= {f"{ORGAN_PREFIX[var]}_a", f"{ORGAN_PREFIX[var]}_c"}
+  assert changed <= {f"{ORGAN_PREFIX[v]}_{f}" for v in moved for f in ("a", "c")}
   assert cf["noise_seed"] == ex["noise_seed"] and cf["sex"] == ex["sex"] and cf["age"] == ex["age"]
   image, mask = pc.render(cf["render_params"], cf["noise_seed"], size)
   np.testing.assert_array_equal(image, cf["image"])
@@ -200,7 +207,8 @@ def test_counterfactual_small_size(examples32):
         target = float(ex[var]) * (1.0 + rel)
         cf = pc.render_counterfactual(ex, {var: target})
         assert abs(cf[var] - target) <= max(0.03 * target, 1.0)
-        outside = _outside_union(ex["mask"], cf["mask"], pc.ORGAN_LABELS[var])
+        outside = _outside_union(ex["mask"], cf["mask"],
+                                 [pc.ORGAN_LABELS[v] for v in _moved(var)])
         np.testing.assert_array_equal(cf["image"][..., 0][outside], ex["image"][..., 0][outside])
 
 
@@ -233,14 +241,25 @@ def test_joint_intervention(examples64):
   cf = pc.render_counterfactual(ex, targets)
   for var, target in targets.items():
     assert abs(cf[var] - target) <= 0.02 * target
-  np.testing.assert_array_equal(cf["mask"] == 2, (ex["mask"] == 2) & (cf["mask"] != 3))
+  assert abs(cf["right_lung_area"] - ex["right_lung_area"]) <= 1
 
 
-def test_heart_intervention_reveals_or_hides_lung(examples64):
-  ex = examples64[5]
-  cf = pc.render_counterfactual(ex, {"heart_area": float(ex["heart_area"]) * 1.3})
-  total_lung = lambda e: e["left_lung_area"] + e["right_lung_area"]
-  assert total_lung(cf) < total_lung(ex)
+@pytest.mark.parametrize("rel", [-0.3, 0.3])
+def test_heart_intervention_keeps_visible_lung_areas(examples64, rel):
+  """The heart hides lung, so a lung holding its visible count grows / shrinks its outline."""
+  grown = 0
+  for ex in examples64[:40]:
+    cf = pc.render_counterfactual(ex, {"heart_area": float(ex["heart_area"]) * (1 + rel)})
+    ia = pc.RENDER_PARAM_NAMES.index("left_lung_a")
+    scale = cf["render_params"][ia] / ex["render_params"][ia]
+    covered = lambda e: np.count_nonzero((e["mask"] == 3) & pc._shapes(
+        e["render_params"], 64)["left_lung"])
+    for v in ("left_lung_area", "right_lung_area"):
+      assert abs(cf[v] - ex[v]) <= 1, (v, cf[v], ex[v])
+    if covered(cf) != covered(ex):  # the heart covers more / less of the left lung
+      assert (scale > 1) == (covered(cf) > covered(ex)), (scale, covered(cf), covered(ex))
+      grown += 1
+  assert grown >= 20  # the heart overlaps the left lung in most examples
 
 
 @pytest.mark.parametrize("interventions,match", [
