@@ -17,7 +17,15 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import grain
 import jax
+import jax.numpy as jnp
 import numpy as np
+
+
+def rescale_exposure(x: jax.Array, gain: jax.Array | float) -> jax.Array:
+  """Images `x` in [-1, 1] re-exposed by `gain` (broadcastable): with x01 = (x + 1) / 2 the
+  image in [0, 1], x01' = clip(gain x01, 0, 1). Used by the segmentor's exposure augmentation
+  and by the evaluation's exposure sensitivity of the predictors."""
+  return jnp.clip((x + 1.0) * gain, 0.0, 2.0) - 1.0
 
 
 class Decode(grain.transforms.Map):

@@ -17,6 +17,9 @@ Fields:
   area_error: the error the report tables show for area variables: "mape" (percent; chest)
     or "mae" (pixels; vessel, whose plaque areas can be zero). Both are always in metrics.json.
   figure_examples: examples per variable in the counterfactual figures.
+  exposure_gains: global exposure gains g at which every predictor re-measures the factual
+    test images (`pipeline.rescale_exposure`): how much a predictor reads areas from the
+    global brightness, the shortcut behind Reg-CFT's global effect (() = off).
 """
 
 from __future__ import annotations
@@ -45,4 +48,5 @@ def evaluate_config(quick: bool, area_error: str = "mape") -> ml_collections.Con
       composition_examples=16 if quick else 32,
       dilation=2,
       area_error=area_error,
-      figure_examples=4))
+      figure_examples=4,
+      exposure_gains=(0.9, 1.1)))

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from segcft_jax.evaluation import results
+
 NAMES = {"no_cft": "No-CFT", "reg_cft": "Reg-CFT", "seg_cft": "Seg-CFT",
          "pos_seg_cft": "Pos-Seg-CFT"}
 UNITS = {"mape": "MAPE (%)", "mae": "MAE (px)"}
@@ -183,6 +185,7 @@ def render(metrics: Mapping, config, figures: Sequence[str],
     lines += _variable_table(f"True-counterfactual PSNR, dB ({setting})", methods, names,
                              "true_cf", "psnr", variables, digits=1)
     lines += [f"*{conv['true_cf']}.*", ""]
+  lines += _exposure_table(metrics, setting, variables)
   lines += ["## Expected ordering (Seg-CFT paper)", ""]
   for claim, status, detail in expected_ordering(metrics, err, region_of):
     lines.append(f"* {claim}: **{status}** ({detail}).")
@@ -190,6 +193,24 @@ def render(metrics: Mapping, config, figures: Sequence[str],
   if figures:
     lines += ["## Figures", ""] + [f"![{f}](figures/{f})" for f in figures] + [""]
   return "\n".join(lines)
+
+
+def _exposure_table(metrics: Mapping, setting: str, variables: Sequence[str]) -> list[str]:
+  """Each predictor's change of every area under the global exposure gains (if measured)."""
+  conv = metrics["conventions"]
+  block = metrics.get("reference", {}).get("exposure_sensitivity")
+  gains = conv.get("exposure_gains", [])
+  if not block or not gains:
+    return []
+  keys = [results.exposure_key(g) for g in gains]
+  rows = [[p, *[" / ".join(_fmt(block[p].get(v, {}).get(k)) for k in keys) for v in variables]]
+          for p in conv["predictors"] if p in block]
+  title = " / ".join(f"{g:g}" for g in gains)
+  return ([f"## Exposure sensitivity of the predictors, % change at gain {title} ({setting})",
+           ""] + _table(["predictor", *variables], rows) +
+          ["", f"*{conv['exposure_sensitivity']}. A predictor that reads areas from the "
+           f"global brightness (the shortcut behind Reg-CFT's global effect) changes its "
+           f"readings with the gain; one that reads outlines barely does.*", ""])
 
 
 def _variable_table(title, methods, names, section, key, variables, metrics=None, err=None,

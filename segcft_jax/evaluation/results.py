@@ -106,13 +106,23 @@ def method_metrics(acc: Accumulator, method: str, variables: Sequence[str],
   return _present(out)
 
 
-def reference_metrics(acc: Accumulator, variables: Sequence[str]) -> dict:
-  """Method-independent floors: the oracle on factual images (vs the true areas) and on the
-  rendered true counterfactuals (vs their targets)."""
+def exposure_key(gain: float) -> str:
+  """metrics.json key of an exposure gain: 0.9 -> "gain_0.9"."""
+  return f"gain_{gain:g}"
+
+
+def reference_metrics(acc: Accumulator, variables: Sequence[str],
+                      predictors: Sequence[str] = (), gains: Sequence[float] = ()) -> dict:
+  """Method-independent numbers: the oracle on factual images (vs the true areas) and on the
+  rendered true counterfactuals (vs their targets), and each predictor's exposure
+  sensitivity `{predictor: {variable: {"gain_<g>": mean % change}}}`."""
   ref = {"oracle_on_factual": {}, "oracle_on_true_cf": {}}
   for v in variables:
     for key in ref:
       errs = _errors(acc, "ref", key, v)
       if errs:
         ref[key][v] = errs
+  ref["exposure_sensitivity"] = _present({p: _present({v: _present(
+      {exposure_key(g): acc.mean(("exposure", p, v, float(g))) for g in gains})
+      for v in variables}) for p in predictors})
   return _present(ref)

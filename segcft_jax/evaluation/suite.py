@@ -17,6 +17,9 @@ permutation and the fixed relative changes), with targets a*_v:
                    REVERSE + i)); mean |x'' - x| in 0-255 units
     composition    (first batches) null interventions n = 1 .. N, key fold_in(k_b, COMPOSE)
     fit            test -ELBO in bits/dim (the hvae task's eval_fn), key fold_in(k_b, FIT)
+    exposure       (per predictor, method-independent) 100 (m_p(g x) - m_p(x)) / m_p(x) of the
+                   factual images re-exposed by each gain g (`pipeline.rescale_exposure`),
+                   areas >= 1 px: how much each predictor reads areas from the brightness
 
 Each computation is jitted once; the HVAE parameters are an argument, so every method reuses
 the same compiled executables.
@@ -102,6 +105,8 @@ class Suite:
     self._cf = jax.jit(self._counterfactual)
     self._score_fn = jax.jit(self._score)
     self._measure = jax.jit(lambda frozen, x, regions: measure.measure(t, frozen, x, regions))
+    self._exposed = jax.jit(lambda frozen, x, regions, gain: measure.measure(
+        t, frozen, pipeline.rescale_exposure(x, gain), regions))
     self._bpd = jax.jit(lambda p, batch, rng: eval_fn(p, batch, None, rng)["bits_per_dim"])
     self._true_error = jax.jit(metrics.true_counterfactual_error)
     self._l1 = jax.jit(metrics.image_l1)
@@ -171,6 +176,13 @@ class Suite:
     for v, m in factual["oracle"].items():
       err = {"mae": np.abs(m - a[v]), "mape": 100.0 * np.abs(m - a[v]) / np.maximum(a[v], 1e-8)}
       self._add_errors(("ref", "oracle_on_factual", v), err, a[v], valid)
+    for gain in cfg.exposure_gains:
+      exposed = jax.device_get(self._exposed(t.frozen, x, regions, float(gain)))
+      for p in self.predictors:
+        for w, m in exposed[p].items():
+          base = np.asarray(factual[p][w])
+          change = 100.0 * (np.asarray(m) - base) / np.maximum(base, 1.0)
+          self.acc.add(("exposure", p, w, float(gain)), change, valid & (base >= 1.0))
     plans = []
     none = np.zeros_like(valid)
     for i, v in enumerate(t.variables):
@@ -283,6 +295,10 @@ class Suite:
         "reversibility": "x -> do(v = a*) -> do(v = a), mean |x'' - x| (0-255), permutation "
                          "targets",
         "fit": "test -ELBO in bits/dim",
+        "exposure_sensitivity": "per predictor, mean 100 (m(x') - m(x)) / m(x) of its measurement "
+                                "of the factual test images x re-exposed by a global gain g, "
+                                "x01' = clip(g x01, 0, 1), over areas m(x) >= 1 px",
+        "exposure_gains": [float(g) for g in cfg.exposure_gains],
         "predictors": list(self.predictors), "training_predictor": dict(TRAINING_PREDICTOR),
         "split": "test", "num_examples": self.num_examples, "batch_size": cfg.batch_size,
         "seed": cfg.seed, "setting": str(self.t.config.get("setting", "global"))}
@@ -294,5 +310,6 @@ class Suite:
         self.acc, m, self.t.variables, self.kinds, self.predictors, TRAINING_PREDICTOR.get(m),
         tuple(self.t.structures), times) for m in self.t.methods}
     return {"conventions": self.conventions(),
-            "reference": results.reference_metrics(self.acc, self.t.variables),
+            "reference": results.reference_metrics(self.acc, self.t.variables, self.predictors,
+                                                   tuple(self.cfg.exposure_gains)),
             "methods": methods}

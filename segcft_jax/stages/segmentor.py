@@ -8,11 +8,13 @@ parameters with hard argmax labels.
 
 With `exposure_aug = a > 0` every training image is first re-exposed by a random gain,
 ``x01' = clip(x01 * exp(u), 0, 1)`` with ``u ~ U(-a, a)`` per example and ``x01 = (x + 1) / 2``
-the image in [0, 1] (`exposure_augment`). The phantoms tie exposure to organ size through a
-hidden body factor, so a segmentor trained without it may tie its soft boundaries to global
-brightness, a lever fine-tuning against the frozen segmentor could pull. Off by default: on
-synth_chest it improved Seg-CFT's lungs but did not reduce the intensity shift outside the
-target (README, CFT settings of 2026-12-03).
+the image in [0, 1] (`exposure_augment`, `pipeline.rescale_exposure`). The phantoms tie
+exposure to organ size through a hidden body factor, so a segmentor trained without it may
+tie its soft boundaries to global brightness, a lever fine-tuning against the frozen
+segmentor could pull. Off by default: on synth_chest (2026-12-05, a = 0.3) it left Seg-CFT's
+effectiveness and its intensity shift outside the target about as they were (mean |shift|
+5.76 against 6.00, 0-255; README.md "Measured results"; on the weaker HVAE of 2026-12-03,
+docs/results_history.md).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from segcft_jax.data import datasets
+from segcft_jax.data import datasets, pipeline
 from segcft_jax.models import segmentation_loss as seg_loss
 from segcft_jax.models.unet import UNet
 from segcft_jax.stages import setup
@@ -41,7 +43,7 @@ def make_unet(model_cfg: ml_collections.ConfigDict, num_classes: int) -> UNet:
 def exposure_augment(x: jax.Array, rng: jax.Array, max_log_gain: float) -> jax.Array:
   """Per-example random exposure of images `x [B, H, W, C]` in [-1, 1] (module docstring)."""
   u = jax.random.uniform(rng, (x.shape[0], 1, 1, 1), minval=-max_log_gain, maxval=max_log_gain)
-  return jnp.clip((x + 1.0) * jnp.exp(u), 0.0, 2.0) - 1.0
+  return pipeline.rescale_exposure(x, jnp.exp(u))
 
 
 def segmentation_task(name: str, model_cfg: ml_collections.ConfigDict,

@@ -23,6 +23,18 @@ def test_decode_normalises_images_to_unit_range():
   assert out["mask"].dtype == np.int32 and out["age"].dtype == np.float32
 
 
+def test_rescale_exposure_scales_the_unit_range_image_and_clips():
+  x = np.array([-1.0, -0.5, 0.0, 0.6, 1.0], np.float32)  # x01 = 0, 0.25, 0.5, 0.8, 1
+  np.testing.assert_allclose(pipeline.rescale_exposure(x, 1.0), x, atol=1e-7)
+  np.testing.assert_allclose(pipeline.rescale_exposure(x, 1.5),
+                             [-1.0, -0.25, 0.5, 1.0, 1.0], atol=1e-6)  # 0.375, 0.75, 1.2 -> 1
+  np.testing.assert_allclose(pipeline.rescale_exposure(x, 0.5),
+                             [-1.0, -0.75, -0.5, -0.2, 0.0], atol=1e-6)
+  per_example = pipeline.rescale_exposure(np.zeros((2, 1, 1, 1), np.float32),
+                                          np.array([0.5, 2.0]).reshape(2, 1, 1, 1))
+  np.testing.assert_allclose(np.ravel(per_example), [-0.5, 1.0], atol=1e-6)
+
+
 def test_train_dataset_is_deterministic_and_covers_each_epoch():
   keys = ("image", "age")
   take = lambda seed: [_ids(b) for b, _ in zip(

@@ -39,3 +39,15 @@ def test_method_block_has_the_spec_layout():
   assert out["composition"] == {"l1_1": 0.5}
   assert out["reversibility"]["l1"] == 0.7 and out["fit"] == {"bpd": 1.8}
   assert "true_cf" not in out  # nothing rendered: no empty block
+
+
+def test_reference_block_holds_exposure_sensitivity_per_predictor_and_gain():
+  acc = results.Accumulator()
+  on = np.ones(2, bool)
+  acc.add(("exposure", "regressor", "v", 0.9), np.array([4.0, 6.0]), on)
+  acc.add(("exposure", "regressor", "v", 1.1), np.array([-5.0, -3.0]), on)
+  acc.add(("exposure", "oracle", "v", 0.9), np.array([9.0]), np.array([False]))  # all masked
+  ref = results.reference_metrics(acc, ["v"], ["oracle", "regressor"], (0.9, 1.1))
+  assert ref == {"exposure_sensitivity": {"regressor": {"v": {"gain_0.9": 5.0,
+                                                               "gain_1.1": -4.0}}}}
+  assert results.reference_metrics(acc, ["v"]) == {}

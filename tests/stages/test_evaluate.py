@@ -73,6 +73,14 @@ def test_metrics_have_the_spec_layout(runs):
     assert block["reversibility"]["l1"] >= 0 and block["fit"]["bpd"] > 0
   for ref in ("oracle_on_factual", "oracle_on_true_cf"):
     assert set(m["reference"][ref]) == set(AREAS)
+  exposure = m["reference"]["exposure_sensitivity"]
+  assert m["conventions"]["exposure_gains"] == [0.9, 1.1]
+  assert set(exposure) == {"oracle", "segmentor_soft", "segmentor_hard", "regressor"}
+  for p, block in exposure.items():
+    assert set(block) == set(AREAS)
+    for v in AREAS:
+      assert set(block[v]) == {"gain_0.9", "gain_1.1"}
+      assert all(abs(c) < 100.0 for c in block[v].values()), (p, v, block[v])
   assert m["methods"]["seg_cft"]["effectiveness"]["heart_area"]["predictor"] == "segmentor_soft"
   assert m["methods"]["reg_cft"]["effectiveness"]["heart_area"]["predictor"] == "regressor"
 
@@ -82,6 +90,8 @@ def test_report_and_figures(runs):
   for row in ("| No-CFT |", "| Reg-CFT |", "| Seg-CFT |"):
     assert row in text
   assert "## Expected ordering" in text and "Seg-CFT < Reg-CFT < No-CFT" in text
+  assert "## Exposure sensitivity of the predictors, % change at gain 0.9 / 1.1" in text
+  assert "| regressor |" in text
   assert any(s in text for s in ("**holds**", "**does not hold**"))
   figs = sorted(os.listdir(os.path.join(runs[0], "figures")))
   assert figs == sorted([f"counterfactuals_{v}.png" for v in AREAS]
