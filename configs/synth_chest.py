@@ -7,14 +7,14 @@ Run (2 CPU cores, no downloads; synthetic data):
 Variants (the argument after the colon): `default` (CPU-sized main job, 64x64) and `quick`
 (32x32, tiny; used by tests and smoke runs). Override any field with `--config.a.b=value`.
 
-Measured results (synthetic data, 2-core CPU, 2026-12-02, commit 2f54991, cold compilation
-cache; the first command above, 14 min 25 s wall, 9 min 14 s through hvae; details in
-README.md "Measured results"):
-  segmentor test Dice left lung 0.992 / right lung 0.994 / heart 0.989; oracle 0.992 / 0.994 /
-  0.986; regressor MAPE 2.34 / 1.85 / 2.53 %; pgm test log-likelihood -5.05 nats; hvae test
-  -ELBO 6.11 bits/dim. Evaluation (oracle MAPE of the intervened area, left lung / right lung /
-  heart / mean, 64 test examples): No-CFT 23.9 / 24.6 / 24.3 / 24.3; Reg-CFT 22.9 / 23.7 /
-  11.8 / 19.5; Seg-CFT 17.2 / 19.7 / 23.8 / 20.2. Outside share 84.5 / 82.5 / 80.4 %.
+Measured results (synthetic data, 2-core CPU, 2026-12-05, commit 633ba58, dataset 1.1.0, cold
+compilation cache; the first command above, 14 min 19 s wall; details in README.md "Measured
+results"):
+  segmentor test Dice left lung 0.992 / right lung 0.994 / heart 0.988; oracle 0.991 / 0.994 /
+  0.985; regressor MAPE 2.60 / 1.84 / 2.50 %; pgm test log-likelihood -5.16 nats; hvae test
+  -ELBO 5.10 bits/dim. Evaluation (oracle MAPE of the intervened area, left lung / right lung /
+  heart / mean, 64 test examples): No-CFT 21.7 / 19.8 / 23.2 / 21.6; Reg-CFT 5.4 / 6.2 / 11.0 /
+  7.6; Seg-CFT 4.0 / 4.4 / 6.4 / 4.9. Outside share 83.9 / 71.6 / 74.6 %.
   quick:   data + segmentor + oracle in 16.4 s (2026-11-23); segmentor Dice 0.965 / 0.981 / 0.962.
 """
 
