@@ -66,7 +66,7 @@ def predict(model: Regressor, params, x: jax.Array, types: Mapping[str, str],
 def make_regressor(cfg: ml_collections.ConfigDict, types: Mapping[str, str]) -> Regressor:
   """The CNN of `config.regressor.model`: two head units (mean, scale or logit) per variable."""
   return Regressor(outputs=2 * len(types), width=cfg.model.width,
-                   norm_groups=cfg.model.norm_groups)
+                   norm_groups=cfg.model.norm_groups, norm=cfg.model.norm)
 
 
 def regression_task(cfg: ml_collections.ConfigDict, types: Mapping[str, str],

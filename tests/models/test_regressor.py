@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from segcft_jax.models.regressor import Regressor
 
@@ -36,3 +37,20 @@ def test_learns_mean_brightness():
   for _ in range(150):
     params, opt, loss = step(params, opt)
   assert float(loss) < 0.1 * float(np.var(level))
+
+
+def test_group_norm_divides_out_a_global_gain_and_none_does_not():
+  """GroupNorm after bias-free convs makes f(g x) = f(x): the predictor cannot read a global
+  exposure gain; without normalisation it sees absolute intensities."""
+  x = jax.random.uniform(jax.random.PRNGKey(0), (2, 32, 32, 1), minval=-1, maxval=1)
+  for norm, same in (("group", True), ("none", False)):
+    m = Regressor(outputs=2, width=4, norm=norm)
+    p = m.init(jax.random.PRNGKey(1), x)
+    y, y_gain = m.apply(p, x), m.apply(p, 1.5 * x)
+    assert np.allclose(y, y_gain, atol=1e-4) == same, (norm, y, y_gain)
+
+
+def test_unknown_norm_is_named():
+  m = Regressor(outputs=1, width=4, norm="batch")
+  with pytest.raises(ValueError, match="config.regressor.model.norm.*group"):
+    m.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 1)))
