@@ -66,7 +66,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.regressor = defaults.train_config(
       seed=3, batch_size=32, num_steps=60 if quick else 600, log_every=20 if quick else 50,
       eval_batch_size=100, variables=("thickness", "intensity"), loss="gaussian_nll",
-      model=ml_collections.ConfigDict(dict(width=4 if quick else 8, norm_groups=8, norm="group")),
+      model=defaults.regressor_model(width=4 if quick else 8),
       optim=defaults.optim_config(lr=3e-3, warmup_steps=10 if quick else 50))
   c.evaluate = evaluate_config(quick, area_error="mae")  # SPEC §4 suite (the evaluate stage)
   c.lock()

@@ -38,9 +38,9 @@ Image, with ``L`` the label map, ``K3`` a 3x3 binomial blur and ``n, t`` noise f
 ``v`` maps background/lung/heart to 0 / -lung_att / +heart_att. The exposure gain ``g`` is
 driven by the same hidden ``b`` as the organ areas: that is the confounding shortcut (mean
 brightness falls as every organ grows; dark lungs add to it, the bright heart is too small to
-undo it: corr(mean intensity, area) ~ -0.8 for each organ: -0.82 / -0.83 / -0.79 for left lung /
-right lung / heart on the default 64x64 train split). The thorax widens mildly with ``b``
-and sex; it carries no causal variable. Organ geometry enters a pixel only through the labels
+undo it: corr(mean intensity, area) = -0.82 / -0.83 / -0.79 for left lung / right lung / heart
+on the default 64x64 train split). The thorax widens mildly with ``b`` and sex; it carries no
+causal variable. Organ geometry enters a pixel only through the labels
 in its 3x3 neighbourhood, so rescaling organs (``render_counterfactual``: the intervened one, and
 under do(heart) the lungs that keep their visible area) changes pixels only within one pixel of
 their old/new masks: the true counterfactual.
@@ -141,9 +141,8 @@ def _fit_lungs(params: np.ndarray, targets: Mapping[str, float], shapes: dict[st
                size: int) -> np.ndarray:
   """Scales each lung until its visible pixel count is close to its target (module docstring).
 
-  Fixed-point iteration on the scale s, area ~ s^2: s <- s * sqrt(T / visible(s)), a few
-  steps; the stored area is whatever count the final shape has, so the fit need not be exact.
-  Updates `shapes` in place and returns the new float32 params.
+  Fixed-point iteration on the scale s (area ~ s^2): s <- s sqrt(T / visible(s)); the stored
+  area is the final count, so it need not be exact. Updates `shapes`, returns the new params.
   """
   x, y = _grid(size)
   for organ in ("right_lung", "left_lung"):
@@ -372,11 +371,11 @@ def render_counterfactual(example: Mapping[str, Any], interventions: Mapping[str
     ValueError: unknown variable, non-positive / non-finite target, or unreachable target
       (for a heart target: also when a lung could not keep its visible area).
   """
-  choices = tuple(ORGAN_LABELS)
+  choices, targets = tuple(ORGAN_LABELS), {}
   for var, target in interventions.items():
     if var not in ORGAN_LABELS:
       raise ValueError(f"cannot intervene on {var!r}; valid choices: {choices}")
-    t = float(np.asarray(target))
+    t = targets[var] = float(np.asarray(target))
     if not math.isfinite(t) or t <= 0:
       raise ValueError(f"target for {var!r} must be a finite positive pixel count, got {t}; "
                        f"valid choices: {choices}")
@@ -384,7 +383,6 @@ def render_counterfactual(example: Mapping[str, Any], interventions: Mapping[str
   params = np.asarray(example["render_params"], dtype=np.float32).reshape(NUM_RENDER_PARAMS).copy()
   noise_seed = np.int64(np.asarray(example["noise_seed"]))
   shapes, body = _shapes(params, size), _body_mask(params, size)
-  targets = {v: float(np.asarray(t)) for v, t in interventions.items()}
   if "heart_area" in targets:  # The other lungs hold their factual visible counts.
     for var in ("left_lung_area", "right_lung_area"):
       targets.setdefault(var, float(np.asarray(example[var])))

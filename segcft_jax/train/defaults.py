@@ -58,6 +58,12 @@ def unet_config(widths, blocks_per_level: int = 1,
                                         norm_groups=norm_groups))
 
 
+def regressor_model(width: int, norm_groups: int = 8,
+                    norm: str = "group") -> ml_collections.ConfigDict:
+  """The regressor's architecture (see `segcft_jax.models.regressor.Regressor`)."""
+  return ml_collections.ConfigDict(dict(width=width, norm_groups=norm_groups, norm=norm))
+
+
 def segmentor_pair(*, num_steps: int, widths, oracle_widths, exposure_aug: float = 0.0,
                    **common) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
   """The `segmentor` and `oracle` sections: one recipe, other seed and width for the oracle.
