@@ -154,7 +154,9 @@ def render(metrics: Mapping, config, figures: Sequence[str],
             f"{conv['reversibility']}. Image differences in 0-255 units; fit: {conv['fit']}.*",
             ""]
   lines += _variable_table(f"Effectiveness per variable ({setting}): oracle, {UNITS[err]}",
-                           methods, names, "effectiveness", err, variables, metrics, err)
+                           methods, names, "effectiveness", err, variables, metrics,
+                           (("oracle_on_factual", err, "*oracle on factual*"),
+                            ("oracle_on_true_cf", err, "*oracle on true CF*")))
   changes = ", ".join(f"{100 * r:+.0f}%" for r in conv["relative_changes"])
   lines += [f"*Targets: {conv['targets']} ({changes}). Reference rows: the oracle on the "
             f"factual images against the true areas, and on the rendered true counterfactuals "
@@ -171,14 +173,19 @@ def render(metrics: Mapping, config, figures: Sequence[str],
   lines += _variable_table(f"Preservation ({setting}): oracle, {UNITS[err]}", methods, names,
                            "preservation", err, variables)
   lines += [f"*{conv['preservation']}.*", ""]
+  true_loc = "true_cf_localisation"
   lines += _variable_table(f"Localisation: outside share, % ({setting})", methods, names,
-                           "localisation", "outside_share", variables, scale=100.0, digits=1)
+                           "localisation", "outside_share", variables, metrics,
+                           ((true_loc, "outside_share", "*true CF*"),), scale=100.0, digits=1)
   lines += _variable_table(f"Localisation: absolute outside shift, 0-255 ({setting})", methods,
-                           names, "localisation", "outside_shift_abs", variables)
+                           names, "localisation", "outside_shift_abs", variables, metrics,
+                           ((true_loc, "outside_shift_abs", "*true CF*"),))
   lines += [f"## Localisation: signed outside shift by intervention, 0-255 ({setting})", ""]
   lines += _by_kind_shift(metrics, names)
   lines += ["", f"*{conv['localisation']}. Lower share is better; a shift of one sign under "
-            f"increases and the other under decreases is a global brightness change.*", ""]
+            f"increases and the other under decreases is a global brightness change. Reference "
+            f"row *true CF*: the same measures of the rendered true counterfactual against x "
+            f"(relative changes only): what a perfect counterfactual changes outside T.*", ""]
   if any(methods[m].get("true_cf") for m in methods):
     lines += _variable_table(f"True-counterfactual MAE, 0-255 ({setting})", methods, names,
                              "true_cf", "mae", variables)
@@ -213,17 +220,16 @@ def _exposure_table(metrics: Mapping, setting: str, variables: Sequence[str]) ->
            f"readings with the gain; one that reads outlines barely does.*", ""])
 
 
-def _variable_table(title, methods, names, section, key, variables, metrics=None, err=None,
-                    scale=1.0, digits=2) -> list[str]:
+def _variable_table(title, methods, names, section, key, variables, metrics=None,
+                    refs: Sequence[tuple[str, str, str]] = (), scale=1.0, digits=2) -> list[str]:
+  """Methods (then the reference rows `refs`: (metrics["reference"] block, key, label)) by
+  variable, with the mean over the variables."""
+  scaled = lambda x: _fmt(None if x is None else scale * x, digits)
   vals = _per_variable(methods, section, key, variables)
-  rows = [[names[m], *[_fmt(None if x is None else scale * x, digits) for x in vals[m]],
-           _fmt(None if _mean(vals[m]) is None else scale * _mean(vals[m]), digits)]
-          for m in methods]
-  if metrics is not None:
-    for ref, label in (("oracle_on_factual", "*oracle on factual*"),
-                       ("oracle_on_true_cf", "*oracle on true CF*")):
-      block = metrics.get("reference", {}).get(ref)
-      if block:
-        rv = [block.get(v, {}).get(err) for v in variables]
-        rows.append([label, *[_fmt(x, digits) for x in rv], _fmt(_mean(rv), digits)])
+  rows = [[names[m], *map(scaled, vals[m]), scaled(_mean(vals[m]))] for m in methods]
+  for ref, ref_key, label in refs:
+    block = (metrics or {}).get("reference", {}).get(ref)
+    if block:
+      rv = [block.get(v, {}).get(ref_key) for v in variables]
+      rows.append([label, *map(scaled, rv), scaled(_mean(rv))])
   return [f"## {title}", ""] + _table(["method", *variables, "mean"], rows) + [""]

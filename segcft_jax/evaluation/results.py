@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 Path = tuple
+LOCALISATION = ("outside_share", "outside_shift", "outside_shift_abs")
 
 
 class Accumulator:
@@ -89,7 +90,7 @@ def method_metrics(acc: Accumulator, method: str, variables: Sequence[str],
       p["by_predictor"] = _present({q: _errors(acc, "pres", m, v, q) for q in predictors})
       out["preservation"][v] = p
     if v in localised:
-      keys = ("outside_share", "outside_shift", "outside_shift_abs")
+      keys = LOCALISATION
       loc = {k: acc.mean(("loc", m, v, k)) for k in keys}
       loc["by_target"] = _present({
           kind: _present({k: acc.mean(("loc", m, v, kind, k)) for k in keys[:2]})
@@ -114,14 +115,18 @@ def exposure_key(gain: float) -> str:
 def reference_metrics(acc: Accumulator, variables: Sequence[str],
                       predictors: Sequence[str] = (), gains: Sequence[float] = ()) -> dict:
   """Method-independent numbers: the oracle on factual images (vs the true areas) and on the
-  rendered true counterfactuals (vs their targets), and each predictor's exposure
-  sensitivity `{predictor: {variable: {"gain_<g>": mean % change}}}`."""
+  rendered true counterfactuals (vs their targets), the localisation of those true
+  counterfactuals (`LOCALISATION` keys: what a perfect x* changes outside the target), and each
+  predictor's exposure sensitivity `{predictor: {variable: {"gain_<g>": mean % change}}}`."""
   ref = {"oracle_on_factual": {}, "oracle_on_true_cf": {}}
   for v in variables:
     for key in ref:
       errs = _errors(acc, "ref", key, v)
       if errs:
         ref[key][v] = errs
+  ref["true_cf_localisation"] = _present({v: _present(
+      {k: acc.mean(("ref", "true_cf_localisation", v, k)) for k in LOCALISATION})
+      for v in variables})
   ref["exposure_sensitivity"] = _present({p: _present({v: _present(
       {exposure_key(g): acc.mean(("exposure", p, v, float(g))) for g in gains})
       for v in variables}) for p in predictors})

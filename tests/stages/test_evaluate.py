@@ -71,8 +71,14 @@ def test_metrics_have_the_spec_layout(runs):
     # A null intervention returns the image up to float rounding (abducted pixel noise).
     assert block["composition"]["l1_1"] < 0.01 and "l1_10" in block["composition"]
     assert block["reversibility"]["l1"] >= 0 and block["fit"]["bpd"] > 0
-  for ref in ("oracle_on_factual", "oracle_on_true_cf"):
+  for ref in ("oracle_on_factual", "oracle_on_true_cf", "true_cf_localisation"):
     assert set(m["reference"][ref]) == set(AREAS)
+  for v, loc in m["reference"]["true_cf_localisation"].items():
+    assert 0.0 <= loc["outside_share"] <= 1.0 and loc["outside_shift_abs"] >= 0.0, (v, loc)
+  # A true lung counterfactual changes pixels within 1 px of the old/new masks only, so what the
+  # oracle's (imperfect, 32x32) masks leave outside the dilated target is a small share.
+  for v in ("left_lung_area", "right_lung_area"):
+    assert m["reference"]["true_cf_localisation"][v]["outside_share"] < 0.5
   exposure = m["reference"]["exposure_sensitivity"]
   assert m["conventions"]["exposure_gains"] == [0.9, 1.1]
   assert set(exposure) == {"oracle", "segmentor_soft", "segmentor_hard", "regressor"}
@@ -92,6 +98,7 @@ def test_report_and_figures(runs):
   assert "## Expected ordering" in text and "Seg-CFT < Reg-CFT < No-CFT" in text
   assert "## Exposure sensitivity of the predictors, % change at gain 0.9 / 1.1" in text
   assert "| regressor |" in text
+  assert text.count("| *true CF* |") == 2  # outside share and |outside shift| tables
   assert any(s in text for s in ("**holds**", "**does not hold**"))
   figs = sorted(os.listdir(os.path.join(runs[0], "figures")))
   assert figs == sorted([f"counterfactuals_{v}.png" for v in AREAS]
