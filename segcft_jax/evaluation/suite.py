@@ -75,6 +75,13 @@ def test_batches(source, keys, batch_size: int, num_examples: int) -> list[Batch
   return out
 
 
+def _localisation_record(loc) -> dict[str, np.ndarray]:
+  """The `results.LOCALISATION` values of one intervention from `metrics.localisation`'s
+  output (numpy): share, signed shift and its absolute value, per example."""
+  return {"outside_share": loc["outside_share"], "outside_shift": loc["outside_shift"],
+          "outside_shift_abs": np.abs(loc["outside_shift"])}
+
+
 @dataclasses.dataclass
 class Examples:
   """Figure material of one method and variable: a few examples of one intervention."""
@@ -137,20 +144,22 @@ class Suite:
                   for w, a in measured[p].items()} for p in self.predictors}
     target = jnp.zeros(labels_f.shape, bool)  # [B, H, W]
     for v in t.structures:
-      s = (measure.structure_target(t, v, labels_f, regions)
-           | measure.structure_target(t, v, measured["labels"], regions))
+      s = self._structure_union(v, labels_f, measured["labels"], regions)
       target = target | (s & do_mask[v][:, None, None])
     loc = metrics.localisation(x, x_cf, target, self.cfg.dilation)
     return dict(targets=targets, errors=errors,
                 target_mask=metrics.dilate(target, self.cfg.dilation), **loc)
 
+  def _structure_union(self, variable, labels_f, labels_cf, regions):
+    """T before dilation: `variable`'s structure in the factual ∪ counterfactual label maps."""
+    return (measure.structure_target(self.t, variable, labels_f, regions)
+            | measure.structure_target(self.t, variable, labels_cf, regions))
+
   def _true_localisation(self, x, x_true, labels_f, labels_true, regions, variable):
     """`localisation` of the rendered true counterfactual: what a perfect x* changes outside
     T (e.g. under do(heart) the lungs refit to keep their visible areas)."""
-    target = (measure.structure_target(self.t, variable, labels_f, regions)
-              | measure.structure_target(self.t, variable, labels_true, regions))
-    loc = metrics.localisation(x, x_true, target, self.cfg.dilation)
-    return dict(loc, outside_shift_abs=jnp.abs(loc["outside_shift"]))
+    target = self._structure_union(variable, labels_f, labels_true, regions)
+    return metrics.localisation(x, x_true, target, self.cfg.dilation)
 
   def _intervene(self, hvae, x, parents_n, do_raw, do_mask, labels_f, regions, rng) -> dict:
     """x*, pa*, the oracle's areas of x* and `_score`, as numpy arrays."""
@@ -210,8 +219,8 @@ class Suite:
             err = {"mae": np.abs(m - target),
                    "mape": 100.0 * np.abs(m - target) / np.maximum(target, 1e-8)}
             self._add_errors(("ref", "oracle_on_true_cf", v), err, target, rendered)
-            loc = jax.device_get(self._true_loc(x, images, factual["labels"], on_true["labels"],
-                                                regions, variable=v))
+            loc = _localisation_record(jax.device_get(self._true_loc(
+                x, images, factual["labels"], on_true["labels"], regions, variable=v)))
             for k, val in loc.items():
               self.acc.add(("ref", "true_cf_localisation", v, k), val, rendered)
           true = (images, rendered)
@@ -234,8 +243,7 @@ class Suite:
           else:
             self._add_errors(("pres", method, w, p), errors, out["targets"][w], mask)
       if v in t.structures:
-        loc = {"outside_share": out["outside_share"], "outside_shift": out["outside_shift"],
-               "outside_shift_abs": np.abs(out["outside_shift"])}
+        loc = _localisation_record(out)
         for k, val in loc.items():
           acc.add(("loc", method, v, k), val, mask)
           acc.add(("loc", method, v, kind, k), val, mask)
