@@ -19,10 +19,11 @@ class SynthChest(PhantomBuilder):
   MAPS = ("mask",)
   SCALARS = SCALARS
   DESCRIPTION = "Procedural chest radiograph phantom (segcft-jax, SPEC §2 synth_chest)."
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {
       "1.0.0": "Lungs sized by their full shape: the heart drawn over them changed their areas.",
       "1.1.0": "Lungs sized by their visible area, independent of the heart, as the graph says.",
+      "1.2.0": "Exposure confounding -0.10 (was -0.30) log-gain per std of body size.",
   }
 
 
