@@ -7,16 +7,16 @@ Run (2 CPU cores, no downloads; synthetic data):
 Variants (the argument after the colon): `default` (CPU-sized main job, 64x64) and `quick`
 (32x32, tiny; used by tests and smoke runs). Override any field with `--config.a.b=value`.
 
-Measured results (synthetic data, 2-core CPU, 2026-12-05, commit f882150, dataset 1.1.0, cold
-compilation cache; the first command above, 14 min 3 s wall; details in README.md "Measured
+Measured results (synthetic data, 2-core CPU, 2026-12-05, commit 0fb0304, dataset 1.2.0, cold
+compilation cache; the first command above, 14 min 6 s wall; details in README.md "Measured
 results"):
-  segmentor test Dice left lung 0.992 / right lung 0.994 / heart 0.988; oracle 0.991 / 0.994 /
-  0.985; regressor MAPE 2.60 / 1.84 / 2.50 %; pgm test log-likelihood -5.16 nats; hvae test
-  -ELBO 5.10 bits/dim. Evaluation (oracle MAPE of the intervened area, left lung / right lung /
-  heart / mean, 64 test examples): No-CFT 21.7 / 19.8 / 23.2 / 21.6; Reg-CFT 5.4 / 6.1 / 10.7 /
-  7.4; Seg-CFT 3.8 / 4.4 / 5.8 / 4.7. Outside share 83.9 / 72.5 / 74.8 %.
-  quick:   data + segmentor + oracle in 16.7 s (2026-12-05, cold cache); segmentor Dice 0.963 /
-           0.980 / 0.961.
+  segmentor test Dice left lung 0.992 / right lung 0.994 / heart 0.990; oracle 0.991 / 0.994 /
+  0.986; regressor MAPE 2.11 / 1.63 / 2.59 %; pgm test log-likelihood -5.16 nats; hvae test
+  -ELBO 5.16 bits/dim. Evaluation (oracle MAPE of the intervened area, left lung / right lung /
+  heart / mean, 64 test examples): No-CFT 22.2 / 21.1 / 23.7 / 22.3; Reg-CFT 4.8 / 4.9 / 12.2 /
+  7.3; Seg-CFT 4.3 / 3.5 / 7.0 / 4.9. Outside share 79.6 / 64.7 / 62.3 %.
+  quick:   data + segmentor + oracle in 16.2 s (2026-12-05, dataset 1.2.0, cold cache);
+           segmentor Dice 0.962 / 0.979 / 0.959.
 """
 
 import math

@@ -39,11 +39,11 @@ Image, with ``L`` the label map, ``K3`` a 3x3 binomial blur and ``n, t`` noise f
 driven by the same hidden ``b`` as the organ areas: that is the confounding shortcut (mean
 brightness falls as every organ grows; dark lungs add to it, the bright heart is too small to
 undo it: corr(mean intensity, area) = -0.77 / -0.77 / -0.67 for left lung / right lung / heart
-on the default 64x64 train split; before 1.2.0, -0.30 * b: -0.82 / -0.83 / -0.79). The thorax widens mildly with ``b`` and sex; it carries no
-causal variable. Organ geometry enters a pixel only through the labels
-in its 3x3 neighbourhood, so rescaling organs (``render_counterfactual``: the intervened one, and
-under do(heart) the lungs that keep their visible area) changes pixels only within one pixel of
-their old/new masks: the true counterfactual.
+on the default 64x64 train split; before 1.2.0, -0.30 * b: -0.82 / -0.83 / -0.79). The thorax
+widens mildly with ``b`` and sex; it carries no causal variable. Organ geometry enters a pixel
+only through the labels in its 3x3 neighbourhood, so rescaling organs (``render_counterfactual``:
+the intervened one, and under do(heart) the lungs that keep their visible area) changes pixels
+only within one pixel of their old/new masks: the true counterfactual.
 """
 
 from __future__ import annotations

@@ -154,19 +154,19 @@ def cft_sections(quick: bool, stages: tuple[str, ...], **overrides
   is ~0.14 against ~50 for the damped ELBO term, so at damping 100 the ELBO alone steers the
   update, and at lr 5e-4 without warm-up the first update pushed the -ELBO 1.7 nats/dim past
   epsilon, after which every update exceeded grad_skip and was skipped. lr 1e-3 with a
-  20-step warm-up fits the CPU step budget. On the 2026-12-05 pretrained stages (HVAE test
-  -ELBO 5.10 bits/dim) 150 Seg-CFT steps lowered the intervened relative error (training
-  predictor, test split) to 0.042 and the preserved one to 0.017 with the test -ELBO at 3.52
-  nats/dim (pretrained validation 3.52, epsilon 3.57); oracle MAPE 4.0 / 4.4 / 6.4 % against
-  Reg-CFT's 5.4 / 6.2 / 11.0 % and No-CFT's 21.7 / 19.8 / 23.2 % (seeds 11 and 21 alike);
-  lr 3e-3 was no better (README.md "Measured results"; earlier settings on the weaker HVAE of
-  before that day in docs/results_history.md). Lagrange learning rate 5e-2 instead of 1e-2:
+  20-step warm-up fits the CPU step budget. On the 2026-12-05 pretrained stages (synth_chest
+  1.1.0, HVAE test -ELBO 5.10 bits/dim) 150 Seg-CFT steps lowered the intervened relative
+  error (training predictor, test split) to 0.042 and the preserved one to 0.017 with the
+  test -ELBO at 3.52 nats/dim (pretrained validation 3.52, epsilon 3.57); oracle MAPE 4.0 /
+  4.4 / 6.4 % against Reg-CFT's 5.4 / 6.2 / 11.0 % and No-CFT's 21.7 / 19.8 / 23.2 % (seeds
+  11 and 21 alike); lr 3e-3 was no better (docs/results_history.md, with the earlier
+  settings on the weaker HVAE of before that day). Lagrange learning rate 5e-2 instead of 1e-2:
   Adam moves lambda by about the learning rate per step, so over the reference's thousands of
   steps 1e-2 suffices, but in 150 steps lambda reached only 1.3 while the positional vessel's
   Reg-CFT and Pos-Seg-CFT ran above epsilon throughout (test -ELBO 5.23 / 5.18 bits/dim against
   epsilon 5.15). At 5e-2 Reg-CFT / Seg-CFT / Pos-Seg-CFT end inside epsilon (5.11 / 5.11 /
   5.09 bits/dim, lambda 2.08 / 0.92 / 2.08) with mean regional oracle MAE 19.87 / 18.70 /
-  18.65 px against 19.83 / 18.78 / 18.69; synth_chest, whose constraint is slack (lambda
+  18.65 px against 19.83 / 18.78 / 18.69; synth_chest 1.1.0, whose constraint is slack (lambda
   <= 0.08), moved from Reg-CFT 5.41 / 6.22 / 11.03 % and Seg-CFT 3.99 / 4.38 / 6.36 % to
   5.40 / 6.05 / 10.65 % and 3.84 / 4.43 / 5.80 % (2026-12-05,
   `--stages=cft_reg,cft_seg[,cft_pos_seg],evaluate` on
