@@ -21,8 +21,9 @@ Measured results (synthetic data, 2-core CPU, 2026-11-23; the commands above):
            32x32 is a smoke test: the plaques are a few pixels there).
   train split: corr(mean lumen intensity, total plaque area) = -0.80 (the contrast shortcut).
   positional (2026-12-05, the third command, all stages, ~19 min on idle cores; CFT stages and
-           evaluation at commit f882150, Lagrange learning rate 5e-2): oracle MAE of the
-           intervened regional area, mean of nine, 64 test examples: No-CFT 20.14 px,
+           evaluation with the Lagrange learning rate 5e-2, the default since f882150,
+           given as an override at 16141bc): oracle MAE of the intervened regional area,
+           mean of nine, 64 test examples: No-CFT 20.14 px,
            Reg-CFT 19.87, Seg-CFT 18.70, Pos-Seg-CFT 18.65 (true counterfactuals: 4.09);
            mean |outside shift| 0.21 / 3.92 / 1.17 / 0.71 (0-255); test -ELBO 5.08 / 5.11 /
            5.11 / 5.09 bits/dim (epsilon 5.15). The regressor reads plaque from the contrast

@@ -169,8 +169,7 @@ def cft_sections(quick: bool, stages: tuple[str, ...], **overrides
   18.65 px against 19.83 / 18.78 / 18.69; synth_chest 1.1.0, whose constraint is slack (lambda
   <= 0.08), moved from Reg-CFT 5.41 / 6.22 / 11.03 % and Seg-CFT 3.99 / 4.38 / 6.36 % to
   5.40 / 6.05 / 10.65 % and 3.84 / 4.43 / 5.80 % (2026-12-05,
-  `--stages=cft_reg,cft_seg[,cft_pos_seg],evaluate` on
-  copies of the pretrained workdirs).
+  `--stages=cft_reg,cft_seg[,cft_pos_seg],evaluate` on copies of the pretrained workdirs).
   """
   common = dict(batch_size=16 if quick else 32, num_steps=20 if quick else 150,
                 log_every=10 if quick else 25, eval_batch_size=32 if quick else 100,
