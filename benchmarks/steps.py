@@ -2,7 +2,8 @@
 
   python benchmarks/steps.py --config=morphomnist|synth_chest|chest64|chest192
       [--only=train,counterfactual,cft_reg,cft_seg,cft_pos_seg] [--steps=20] [--warmup=3]
-      [--batch=B] [--devices=1] [--peak_tflops=T] [--cache] [--out=FILE]
+      [--batch=B] [--devices=1] [--compute_dtype=float32|bfloat16] [--peak_tflops=T]
+      [--cache] [--out=FILE]
 
 What is measured, per step, on random parameters and one random batch (throughput does not
 depend on the values; uint8 pixels mapped to [-1, 1], scalar variables drawn inside each
@@ -24,7 +25,9 @@ Architectures: `morphomnist` is the reference Morpho-MNIST HVAE (`hvae_arch.morp
 conditional prior, batch 32) on configs/morphomnist.py's graph; `synth_chest` is
 configs/synth_chest.py unchanged; `chest64` is synth_chest with the reference 64x64 chest HVAE
 (`hvae_arch.chest64`, batch 32); `chest192` is configs/chest192.py (reference mimic192 HVAE,
-batch 16). PGM, regressor and segmentor are the configs' own.
+batch 16). PGM, regressor and segmentor are the configs' own. `--compute_dtype=bfloat16`
+runs the HVAE in mixed precision (`hvae.model.compute_dtype`, float32 parameters); the
+predictors stay float32.
 
 Figures: `img_per_s_median` (min-max) = batch / step time over `--steps` timed steps after
 `--warmup` untimed ones, each step blocked on its outputs; `trace_s`, `lower_s`, `compile_s`
@@ -66,6 +69,7 @@ from segcft_jax import config_files
 from segcft_jax.cft import interventions
 from segcft_jax.cft.task import cft_task
 from segcft_jax.data import datasets
+from segcft_jax.models.hvae_arch import COMPUTE_DTYPES
 from segcft_jax.scm.counterfactual import counterfactual
 from segcft_jax.stages import cft as cft_stage, hvae as hvae_stage, regressor, segmentor
 from segcft_jax.train import defaults, loop, sharding, state as state_lib
@@ -277,6 +281,8 @@ def define_flags() -> None:
   flags.DEFINE_integer("warmup", 3, "Untimed steps after compiling.")
   flags.DEFINE_integer("batch", None, "Global batch (default: the config's).")
   flags.DEFINE_integer("devices", 1, "Devices of the data-parallel mesh (-1: all).")
+  flags.DEFINE_enum("compute_dtype", "float32", list(COMPUTE_DTYPES),
+                    "The HVAE's compute dtype (hvae.model.compute_dtype).")
   flags.DEFINE_float("peak_tflops", None, "Device peak TFLOP/s for MFU (e.g. the dense "
                      "float32 / TF32 peak of the accelerator).")
   flags.DEFINE_bool("cache", False, "Use the persistent compilation cache (compile_s is then "
@@ -298,6 +304,8 @@ def main(argv):
     if config is None:
       print(f"{f.config} {step}: does not apply (skipped)")
       continue
+    with config.unlocked():
+      config.hvae.model.compute_dtype = f.compute_dtype
     batch = f.batch or default_batch(config, step)
     sharding.check_batch_size(batch, mesh, "--batch")
     bench = build(config, step, synthetic_batch(config, batch), mesh)
@@ -307,10 +315,11 @@ def main(argv):
     record = dict(benchmark="steps", step=step, config=f.config, batch=batch,
                   image_size=config.data.image_size, mesh_devices=mesh.size,
                   timed_steps=f.steps, warmup=f.warmup, num_params=num_params,
+                  compute_dtype=f.compute_dtype,
                   compile_cache="persistent" if f.cache else "off", **r)
     path = results_io.append(record, f.out)
     mfu = f", MFU {100 * r['mfu']:.1f} %" if r["mfu"] is not None else ""
-    print(f"{f.config} {step} (batch {batch}): {r['img_per_s_median']:,.1f} img/s "
+    print(f"{f.config} {step} ({f.compute_dtype}, batch {batch}): {r['img_per_s_median']:,.1f} img/s "
           f"({r['img_per_s_min']:,.1f}-{r['img_per_s_max']:,.1f}); compile {r['compile_s']:.1f} s "
           f"(trace {r['trace_s']:.1f} s, lower {r['lower_s']:.1f} s); "
           f"{r['flops_per_step'] / 1e9:,.2f} GFLOP/step, {r['flops_per_s'] / 1e9:,.1f} GFLOP/s"

@@ -2,9 +2,10 @@
 
   python benchmarks/table.py [--results=benchmarks/results/cpu-2core.jsonl] [--commit=abc1234]
 
-Rows are the newest record of each (config, step, batch, mesh size) — of `--commit` only if
-given — in the order of `steps.py`'s configs and steps. The ratio column divides img/s by the
-PyTorch reference of that config and step: the median of the side-by-side
+Rows are the newest record of each (config, step, batch, mesh size, compute dtype) — of
+`--commit` only if given — in the order of `steps.py`'s configs and steps; bfloat16 rows are
+marked in the step column. The ratio column divides a float32 row's img/s by the PyTorch
+reference of that config and step (float32): the median of the side-by-side
 `reference_causal_gen.py` records in the same file (same config, step and batch; those of the
 row's commit if there are any), else the errata's figure (marked "errata").
 """
@@ -34,8 +35,15 @@ ERRATA = {("morphomnist", "train"): 108.0, ("morphomnist", "counterfactual"): 20
 REFERENCE_STEP = {"cft_reg": "cft"}
 
 
+def _dtype(record: dict) -> str:
+  return record.get("compute_dtype", "float32")  # records before the option: float32
+
+
 def reference(row: dict, records: list[dict]) -> tuple[float, str] | None:
-  """`(img/s, source)` of the reference for a `steps` record, or None if there is none."""
+  """`(img/s, source)` of the reference for a float32 `steps` record, or None if there is
+  none (or the row is not float32: the reference runs in float32 only)."""
+  if _dtype(row) != "float32":
+    return None
   step = REFERENCE_STEP.get(row["step"], row["step"])
   refs = [r for r in records if r.get("benchmark") == "reference_causal_gen"
           and r["config"] == row["config"] and r["step"] == step and r["batch"] == row["batch"]]
@@ -49,14 +57,16 @@ def reference(row: dict, records: list[dict]) -> tuple[float, str] | None:
 
 
 def latest(records: list[dict], commit: str | None = None) -> list[dict]:
-  """The newest `steps` record per (config, step, batch, mesh size), in benchmark order."""
+  """The newest `steps` record per (config, step, batch, mesh size, compute dtype), in
+  benchmark order (float32 before bfloat16)."""
   rows = {}
   for r in records:
     if r.get("benchmark") != "steps" or (commit and r.get("commit") != commit):
       continue
-    rows[(r["config"], r["step"], r["batch"], r.get("mesh_devices", 1))] = r  # later wins
+    key = (r["config"], r["step"], r["batch"], r.get("mesh_devices", 1), _dtype(r))
+    rows[key] = r  # later wins
   order = lambda k: (CONFIGS.index(k[0]) if k[0] in CONFIGS else 99,
-                     STEPS.index(k[1]) if k[1] in STEPS else 99, k[2], k[3])
+                     STEPS.index(k[1]) if k[1] in STEPS else 99, k[2], k[3], k[4] != "float32")
   return [rows[k] for k in sorted(rows, key=order)]
 
 
@@ -74,8 +84,9 @@ def markdown(rows: list[dict], records: list[dict] = ()) -> str:
     if ref:
       ratio = f"{r['img_per_s_median'] / ref[0]:.2f}×" + (f" (≥ {target:g}×)" if target else "")
     ref_text = f"{ref[0]:.1f} ({ref[1]})" if ref else "—"
+    step_note = "" if _dtype(r) == "float32" else f" ({_dtype(r)})"
     out.append(
-        f"| {r['config']} | {r['step']} | {r['batch']} | {r['img_per_s_median']:.1f} "
+        f"| {r['config']} | {r['step']}{step_note} | {r['batch']} | {r['img_per_s_median']:.1f} "
         f"({r['img_per_s_min']:.1f}–{r['img_per_s_max']:.1f}) | {ref_text} "
         f"| {ratio} | {r['compile_s']:.1f} | {r['flops_per_step'] / 1e9:.2f} "
         f"| {r['flops_per_s'] / 1e9:.1f} | {r['peak_bytes'] / 2**20:,.0f} |")

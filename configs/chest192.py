@@ -41,7 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.scm = chest._scm(IMAGE_SIZE)  # pylint: disable=protected-access
     c.hvae.batch_size = BATCH_SIZE
     c.hvae.eval_batch_size = 2 * BATCH_SIZE
-    c.hvae.model = ml_collections.ConfigDict(dict(preset="chest192"))
+    c.hvae.model = ml_collections.ConfigDict(dict(preset="chest192", compute_dtype="float32"))
     c.hvae.optim.weight_decay = 0.1
     for stage in ("cft_reg", "cft_seg"):
       c[stage].batch_size = BATCH_SIZE

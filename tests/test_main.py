@@ -46,7 +46,11 @@ def test_quick_pipeline_end_to_end_and_skip_on_rerun(tmp_path):
   assert set(seg["test"]["dice"]) == {"background", "left_lung", "right_lung", "heart"}
   assert 0.0 <= seg["test"]["mean_foreground_dice"] <= 1.0 and seg["steps"] == 24
   lines = [json.loads(l) for l in open(os.path.join(work, "segmentor", "metrics.jsonl"))]
-  assert {"step", "loss", "img_per_s", "grad_norm"} <= set(lines[0])
+  assert {"step", "loss", "img_per_s", "grad_norm", "input_share"} <= set(lines[0])
+  # The host's batch time per step: positive, and a fraction of the interval's wall time.
+  assert all(0 < l["input_ms_per_step"] and 0 < l["input_share"] < 1
+             for l in lines if "input_share" in l)
+  assert 0 < seg["train_input_share"] < 1
   assert any(l.get("split") == "validation" for l in lines)
   data = json.load(open(os.path.join(work, "data", "summary.json")))
   assert data["splits"] == {"train": 256, "validation": 64, "test": 64}

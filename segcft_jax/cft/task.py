@@ -28,6 +28,7 @@ import ml_collections
 
 from segcft_jax.cft import interventions, lagrangian, measurements
 from segcft_jax.cft.predictors import Predictor
+from segcft_jax.models.hvae_arch import architecture_fields
 from segcft_jax.scm.counterfactual import DSCM, counterfactual
 from segcft_jax.train.task import Task
 
@@ -146,7 +147,7 @@ def cft_task(name: str, config: ml_collections.ConfigDict, dscm: DSCM, predictor
                 preserved_distance=sum((1 - hit[m]) * d[m] for m in d) / jnp.maximum(n_other, 1.0),
                 **{f"distance/{m}": v for m, v in d.items()})
 
-  fingerprint = {"task": name, "hvae": config.hvae.model.to_dict(),
+  fingerprint = {"task": name, "hvae": architecture_fields(config.hvae.model),
                  "parents": list(dscm.parents), "image_size": config.data.image_size,
                  "predictor": predictor.kind, "measurements": list(predictor.names),
                  "train_encoder": bool(cfg.train_encoder)}

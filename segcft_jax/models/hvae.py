@@ -25,6 +25,11 @@ the factual ``(mu, sigma)`` with ``z`` and only pa* needs a decode; latents from
 be decoded under pa and pa* in one pass on a concatenated batch (nothing depends on the batch
 size).
 
+Mixed precision (``HVAEConfig.compute_dtype = "bfloat16"``): the stem, every residual block's
+conv path and the 1x1 projections compute in bfloat16 with float32 parameters; their outputs
+return to float32 before they join the residual streams, so the streams, the latent
+Gaussians, the KL and the likelihood are float32 (float32 is the default and the reference).
+
 RNG streams: ``"sample"`` for every reparameterised draw (posterior and prior samples),
 ``"cond_dropout"`` for the per-batch prior-conditioning dropout choice (training with
 ``cond_prior`` and ``prior_dropout_channels`` only).
@@ -56,13 +61,15 @@ class Encoder(nn.Module):
     cfg = self.config
     specs = parse_encoder(cfg)
     width, stride = encoder_stem(cfg)
-    h = conv(width, 7, stride=stride, name="stem")(x)  # no activation after the stem
+    dt = jnp.dtype(cfg.compute_dtype)
+    h = conv(width, 7, stride=stride, name="stem", dtype=dt)(x)  # no activation after it
+    h = h.astype(jnp.float32)
     gain = math.sqrt(1.0 / len(specs))
     acts = {}
     for i, spec in enumerate(specs):
       h = Block(spec.out_width, int(spec.in_width / cfg.bottleneck), 3, residual=True,
                 down_rate=spec.down_rate, version=cfg.block_version, last_gain=gain,
-                name=f"block_{i}")(h)
+                dtype=dt, name=f"block_{i}")(h)
       r = h.shape[1]
       if r % 2 and r > 1:  # zero-pad odd sizes right/bottom (reference; unused by presets)
         h = jnp.pad(h, ((0, 0), (0, 1), (0, 1), (0, 0)))
@@ -120,7 +127,7 @@ class Decoder(nn.Module):
       pa_r, pa_prior_r = pa[:, None, None, :], pa_prior[:, None, None, :]  # [B, 1, 1, C_pa]
       block = DecoderBlock(spec, cfg.z_dim, cfg.bottleneck, cfg.cond_prior,
                            cfg.block_version, len(specs), i == len(specs) - 1,
-                           name=f"block_{i}")
+                           dtype=jnp.dtype(cfg.compute_dtype), name=f"block_{i}")
       latent = latents[i] if i < len(latents) else None
       act = None if acts is None or not spec.stochastic else acts[r]
       h, s, stat = block(h, s, pa_r, pa_prior_r, act=act, latent=latent, log_t=log_t)

@@ -28,8 +28,10 @@ from typing import Any, Mapping
 __all__ = [
     "HVAEConfig", "EncoderBlockSpec", "DecoderBlockSpec", "parse_encoder",
     "parse_decoder", "encoder_stem", "morphomnist", "chest64", "chest192", "PRESETS",
+    "COMPUTE_DTYPES", "architecture_fields",
 ]
 
+COMPUTE_DTYPES = ("float32", "bfloat16")
 _ENC_TOKEN = re.compile(r"^(\d+)b(\d+)(?:d(\d+))?$")
 _DEC_TOKEN = re.compile(r"^(\d+)b(\d+)$")
 
@@ -92,6 +94,10 @@ class HVAEConfig:
       ``[a, b)`` of the prior's parent input are zeroed with probability 1/3 per batch
       (the reference's Morpho-MNIST digit dropout, spec §1.4); None: no dropout.
     block_version: ``"default"`` (GELU bottleneck) or ``"light"`` (ReLU, two convs).
+    compute_dtype: ``"float32"`` or ``"bfloat16"``: the dtype of the convolutions and the
+      activations inside each residual block (mixed precision). Parameters, the residual
+      streams ``h`` and ``s``, the latent Gaussians, the KL and the pixel likelihood stay
+      float32 whatever this is, so checkpoints do not depend on it.
   """
   input_res: int
   input_channels: int
@@ -109,6 +115,7 @@ class HVAEConfig:
   kl_free_bits: float = 0.0
   prior_dropout_channels: tuple[int, int] | None = None
   block_version: str = "default"
+  compute_dtype: str = "float32"
 
   def __post_init__(self):
     # Normalise sequences coming from ConfigDicts / lists so the config stays hashable.
@@ -122,6 +129,9 @@ class HVAEConfig:
     if self.block_version not in ("default", "light"):
       raise ValueError(f"block_version must be 'default' or 'light', got "
                        f"{self.block_version!r}")
+    if self.compute_dtype not in COMPUTE_DTYPES:
+      raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got "
+                       f"{self.compute_dtype!r}")
     cov, _, like = self.x_like.partition("_")
     if like != "dgauss" or cov not in ("fixed", "shared", "diag"):
       raise ValueError(f"x_like must be '<fixed|shared|diag>_dgauss', got {self.x_like!r}")
@@ -178,6 +188,16 @@ class HVAEConfig:
     if missing:
       raise ValueError(f"HVAE config is missing required keys {missing}")
     return cls(**items)
+
+
+def architecture_fields(model: Mapping[str, Any]) -> dict:
+  """An ``hvae.model`` config section as checkpoint fingerprints record it.
+
+  ``compute_dtype`` is left out: it changes the arithmetic, not the parameters, so a model
+  trained in float32 can be fine-tuned or evaluated in bfloat16 and vice versa.
+  """
+  items = model.to_dict() if hasattr(model, "to_dict") else dict(model)
+  return {k: v for k, v in items.items() if k != "compute_dtype"}
 
 
 def parse_encoder(config: HVAEConfig) -> tuple[EncoderBlockSpec, ...]:

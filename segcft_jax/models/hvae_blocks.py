@@ -26,6 +26,7 @@ prior starts at N(0, I) with zero features).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -83,17 +84,20 @@ class PointwiseConv(nn.Module):
   features: int
   kernel_init: nn.initializers.Initializer
   bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, *xs: jnp.ndarray) -> jnp.ndarray:
     """Maps inputs ``[B, h_i, w_i, C_i]`` (spatial dims broadcastable) to
-    ``[B, H, W, features]``."""
+    ``[B, H, W, features]`` in ``dtype`` (float32 parameters cast to it)."""
     sizes = [x.shape[-1] for x in xs]
     kernel = self.param("kernel", self.kernel_init, (1, 1, sum(sizes), self.features))
-    y = self.param("bias", self.bias_init, (self.features,))
+    kernel = kernel.astype(self.dtype)
+    y = self.param("bias", self.bias_init, (self.features,)).astype(self.dtype)
     start = 0
     for x, c in zip(xs, sizes):
       k = kernel[0, 0, start:start + c]
+      x = x.astype(self.dtype)
       y = y + (x.reshape(-1, c) @ k).reshape(*x.shape[:-1], self.features)
       start += c
     return y
@@ -108,14 +112,17 @@ def concat_broadcast(parts: tuple[jnp.ndarray, ...]) -> jnp.ndarray:
 
 
 def conv(features: int, k: int, gain: float = 1.0, stride: int = 1,
-         name: str | None = None) -> nn.Module:
-  """A ``k x k`` conv with PyTorch padding ``k // 2`` (1 for 3x3, 3 for 7x7), zero bias."""
+         name: str | None = None, dtype: Any = jnp.float32) -> nn.Module:
+  """A ``k x k`` conv with PyTorch padding ``k // 2`` (1 for 3x3, 3 for 7x7), zero bias.
+
+  It computes and returns ``dtype`` (inputs and float32 parameters cast to it).
+  """
   if k == 1 and stride == 1:
-    return PointwiseConv(features, kernel_init(gain), name=name)
+    return PointwiseConv(features, kernel_init(gain), dtype=dtype, name=name)
   pad = k // 2
   return nn.Conv(features, (k, k), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
                  kernel_init=kernel_init(gain), bias_init=nn.initializers.zeros_init(),
-                 name=name)
+                 dtype=dtype, param_dtype=jnp.float32, name=name)
 
 
 class Block(nn.Module):
@@ -129,6 +136,8 @@ class Block(nn.Module):
     down_rate: Average-pool factor applied after the residual add, or None.
     version: ``"default"`` or ``"light"``.
     last_gain: Init gain of the last conv of the conv path.
+    dtype: Compute dtype of the conv path (``HVAEConfig.compute_dtype``); the block's
+      output, the skip and the pooling are float32.
   """
 
   out_width: int
@@ -138,6 +147,7 @@ class Block(nn.Module):
   down_rate: int | None = None
   version: str = "default"
   last_gain: float = 1.0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray | tuple[jnp.ndarray, ...]) -> jnp.ndarray:
@@ -146,23 +156,25 @@ class Block(nn.Module):
     ``x`` may be a tuple of parts whose channel concatenation (spatial dims broadcast) is the
     input; the default version then feeds them to its first 1x1 conv without concatenating.
     """
-    b, k = self.bottleneck, self.kernel
+    b, k, dt = self.bottleneck, self.kernel, self.dtype
     parts = x if isinstance(x, tuple) else (x,)
+    low = tuple(p.astype(dt) for p in parts)  # no-op at float32
     if self.version == "light":
-      x = concat_broadcast(parts)
-      h = conv(b, k, name="conv_0")(nn.relu(x))
-      h = conv(self.out_width, k, self.last_gain, name="conv_1")(nn.relu(h))
+      x = concat_broadcast(low)
+      h = conv(b, k, name="conv_0", dtype=dt)(nn.relu(x))
+      h = conv(self.out_width, k, self.last_gain, name="conv_1", dtype=dt)(nn.relu(h))
     else:
-      h = conv(b, 1, name="conv_0")(*(gelu(p) for p in parts))
-      h = conv(b, k, name="conv_1")(gelu(h))
-      h = conv(b, k, name="conv_2")(gelu(h))
-      h = conv(self.out_width, 1, self.last_gain, name="conv_3")(gelu(h))
+      h = conv(b, 1, name="conv_0", dtype=dt)(*(gelu(p) for p in low))
+      h = conv(b, k, name="conv_1", dtype=dt)(gelu(h))
+      h = conv(b, k, name="conv_2", dtype=dt)(gelu(h))
+      h = conv(self.out_width, 1, self.last_gain, name="conv_3", dtype=dt)(gelu(h))
+    h = h.astype(jnp.float32)
     if self.residual:
       x = concat_broadcast(parts)
       # The reference only creates width_proj when down-sampling or narrowing; every shipped
       # block with in != out is one of those, so "whenever widths differ" is equivalent.
       skip = x if x.shape[-1] == self.out_width else conv(
-          self.out_width, 1, name="width_proj")(x)
+          self.out_width, 1, name="width_proj", dtype=dt)(x).astype(jnp.float32)
       h = h + skip
     if self.down_rate:
       d = self.down_rate
@@ -181,6 +193,7 @@ class DecoderBlock(nn.Module):
     version: Residual block version.
     n_blocks: Number of decoder blocks (for the init gains).
     is_last: The last block's ``z_feat_proj`` exists (parameter parity) but is not applied.
+    dtype: Compute dtype of the convolutions; states, latents and the KL stay float32.
   """
 
   spec: DecoderBlockSpec
@@ -190,6 +203,7 @@ class DecoderBlock(nn.Module):
   version: str = "default"
   n_blocks: int = 1
   is_last: bool = False
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, h: jnp.ndarray, s: jnp.ndarray, pa: jnp.ndarray, pa_prior: jnp.ndarray,
@@ -216,7 +230,7 @@ class DecoderBlock(nn.Module):
     b = int(spec.in_width / self.bottleneck)
     gain = math.sqrt(1.0 / self.n_blocks)
     prior = Block(2 * z_dim + spec.in_width, b, spec.kernel, residual=False,
-                  version=self.version, last_gain=0.0, name="prior")
+                  version=self.version, last_gain=0.0, dtype=self.dtype, name="prior")
     p_in = (s, pa_prior) if self.cond_prior else s  # the prior sees [s, pa_prior]
     p_out = prior(p_in)  # [B, r, r, 2 z_dim + in_width]
     p_loc, p_logscale, p_feat = jnp.split(p_out, [z_dim, 2 * z_dim], axis=-1)
@@ -226,7 +240,7 @@ class DecoderBlock(nn.Module):
     stats = {}
     if spec.stochastic:
       posterior = Block(2 * z_dim, b, spec.kernel, residual=False, version=self.version,
-                        name="posterior")
+                        dtype=self.dtype, name="posterior")
       if act is not None:
         q_in = (h, pa, act)  # the posterior sees [h, pa, act] (reference order)
         q_loc, q_logscale = jnp.split(posterior(q_in), 2, axis=-1)  # [B, r, r, z_dim] each
@@ -245,14 +259,15 @@ class DecoderBlock(nn.Module):
     else:
       z = p_loc  # deterministic block: the prior mean stands in for the latent
 
-    z_proj = conv(spec.in_width, 1, gain, name="z_proj")
-    h = h + p_feat + z_proj(z, pa)  # z_proj([z, pa])
+    f32 = jnp.float32
+    z_proj = conv(spec.in_width, 1, gain, name="z_proj", dtype=self.dtype)
+    h = h + p_feat + z_proj(z, pa).astype(f32)  # z_proj([z, pa])
     h = Block(spec.out_width, b, spec.kernel, residual=True, version=self.version,
-              last_gain=gain, name="conv")(h)  # [B, r, r, out_width]
-    z_feat_proj = conv(spec.out_width, 1, name="z_feat_proj")
+              last_gain=gain, dtype=self.dtype, name="conv")(h)  # [B, r, r, out_width]
+    z_feat_proj = conv(spec.out_width, 1, name="z_feat_proj", dtype=self.dtype)
     if not self.is_last:
       # The next prior sees z and the prior features but never pa through z_proj.
-      s = z_feat_proj(z, p_feat)  # z_feat_proj([z, p_feat])
+      s = z_feat_proj(z, p_feat).astype(f32)  # z_feat_proj([z, p_feat])
     else:
       s = None
       if self.is_initializing():

@@ -13,7 +13,7 @@ import jax
 import ml_collections
 
 from segcft_jax.models.hvae import HVAE
-from segcft_jax.models.hvae_arch import HVAEConfig
+from segcft_jax.models.hvae_arch import HVAEConfig, architecture_fields
 from segcft_jax.scm.graph import Graph
 from segcft_jax.stages import setup
 from segcft_jax.train.task import Task
@@ -56,7 +56,8 @@ def hvae_task(config: ml_collections.ConfigDict) -> Task:
     out = terms(params, batch, rng, training=False)
     return dict(out, bits_per_dim=out["nelbo"] / math.log(2.0))
 
-  fingerprint = {"task": "hvae", "model": config.hvae.model.to_dict(), "parents": list(names),
+  fingerprint = {"task": "hvae", "model": architecture_fields(config.hvae.model),
+                 "parents": list(names),
                  "image_size": config.data.image_size}
   return Task(name="hvae", init=init, loss_fn=loss_fn, eval_fn=eval_fn, fingerprint=fingerprint)
 

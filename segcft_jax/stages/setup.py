@@ -95,7 +95,7 @@ def run_summary(result: FitResult) -> dict:
   """The fields every trained stage reports."""
   return dict(steps=int(result.state.step), skipped=int(result.state.skipped),
               num_params=count_params(result.state.params), train_seconds=result.seconds,
-              train_img_per_s=result.img_per_s)
+              train_img_per_s=result.img_per_s, train_input_share=result.input_share)
 
 
 def load_ema_params(config: ml_collections.ConfigDict, workdir: str, name: str, task: Task,

@@ -139,7 +139,7 @@ def dscm_sections(quick: bool, parents: tuple[str, ...]
           enc_arch="32b1d2,16b1d2,8b1d8,1b1" if quick else "64b1d2,32b1d2,16b1d2,8b1d8,1b1",
           dec_arch="1b1,8b1,16b1,32b1" if quick else "1b1,8b1,16b1,32b1,64b1",
           z_dim=8 if quick else 16, z_max_res=16 if quick else 32, bias_max_res=16,
-          cond_prior=False)),
+          cond_prior=False, compute_dtype="float32")),
       optim=optim_config(lr=1e-3 if quick else 3e-3, warmup_steps=20 if quick else 100, b2=0.9,
                          weight_decay=0.01, grad_clip=350.0))
   return pgm, hvae

@@ -2,7 +2,8 @@
 
 `fit` creates the train state already sharded on the mesh (or restores it, with the data
 iterator, from the latest checkpoint), then runs the jitted, state-donating step until
-`num_steps`. It logs to `metrics.jsonl` every `log_every` steps (the only host round-trip),
+`num_steps`. It logs to `metrics.jsonl` every `log_every` steps (the only host round-trip;
+with img/s and the host's input time per step, `input_ms_per_step` / `input_share`),
 evaluates every `eval_every` steps, checkpoints every `ckpt_every` steps and at the end, and
 stops with a clear message when too many updates were skipped.
 """
@@ -40,6 +41,7 @@ class FitResult:
   steps_run: int
   seconds: float
   img_per_s: float | None
+  input_share: float | None = None  # median share of wall time spent producing batches
 
 
 def abstract_state(task: Task, cfg: ml_collections.ConfigDict, example: Mapping[str, Any],
@@ -140,22 +142,25 @@ def fit(task: Task,
       out_shardings=(state_shardings, sharding.replicated(mesh)),
       donate_argnums=(0,))
   progress = metrics_log.Progress(task.name, cfg.num_steps, start, cfg.batch_size)
-  t0, rates = time.perf_counter(), []
+  t0, rates, shares = time.perf_counter(), [], []
   step = start
   while step < cfg.num_steps:
+    t_in = time.perf_counter()
     batch = sharding.to_global(next(data_iter), mesh)
+    progress.add_input_time(time.perf_counter() - t_in)
     state, metrics = step_fn(state, batch, frozen)
     step += 1
     last = step == cfg.num_steps
     if step % cfg.log_every == 0 or last:
       metrics, skipped = jax.device_get((metrics, state.skipped))
-      rate = progress.rate(step)
+      timing = progress.interval(step)
       if step - start > cfg.log_every:  # the first interval includes compilation
-        rates.append(rate)
+        rates.append(timing["img_per_s"])
+        shares.append(timing["input_share"])
       record = metrics_log.to_jsonable(
-          dict(step=step, skipped_total=int(skipped), img_per_s=rate, **metrics))
+          dict(step=step, skipped_total=int(skipped), **timing, **metrics))
       writer.write(record)
-      progress.show(step, record, rate)
+      progress.show(step, record)
       _check_divergence(task.name, cfg, step, int(skipped), checkpointer)
     if eval_hook is not None and (step % cfg.eval_every == 0 or last):
       writer.write(dict(step=step, split="validation", **eval_hook(state.ema_params, step)))
@@ -165,4 +170,5 @@ def fit(task: Task,
       checkpointer.wait()
   checkpointer.close()
   return FitResult(state=state, steps_run=step - start, seconds=time.perf_counter() - t0,
-                   img_per_s=float(np.median(rates)) if rates else None)
+                   img_per_s=float(np.median(rates)) if rates else None,
+                   input_share=float(np.median(shares)) if shares else None)

@@ -70,35 +70,50 @@ def format_seconds(seconds: float) -> str:
 
 
 class Progress:
-  """Progress line with rate and ETA.
+  """Progress line with rate, input share and ETA.
 
-  Example: `[segmentor] step 200/1000 loss 0.31 | 812 img/s | ETA 12s`.
+  Example: `[segmentor] step 200/1000 loss 0.31 | 812 img/s | input 1.2 % | ETA 12s`.
+
+  The input share is the part of the interval's wall time the host spent producing batches
+  (`add_input_time`). Steps are dispatched asynchronously, so the accelerator waits for input
+  at most that long: a share near 0 means the input pipeline is not the bottleneck.
   """
 
   def __init__(self, name: str, total: int, start: int, batch_size: int):
     self.name, self.total, self.batch_size = name, total, batch_size
     self._t0, self._s0 = time.perf_counter(), start
     self._last_t, self._last_s = self._t0, start
+    self._input_s = 0.0
 
-  def rate(self, step: int) -> float:
-    """Images per second since the previous call (the first interval includes compilation)."""
+  def add_input_time(self, seconds: float) -> None:
+    """Adds host time spent fetching and placing one batch."""
+    self._input_s += seconds
+
+  def interval(self, step: int) -> dict[str, float]:
+    """Since the previous call (the first interval includes compilation): `img_per_s`,
+    `input_ms_per_step` (host time per batch) and `input_share` (of the wall time)."""
     now = time.perf_counter()
-    rate = (step - self._last_s) * self.batch_size / max(now - self._last_t, 1e-9)
-    self._last_t, self._last_s = now, step
-    return rate
+    steps, seconds = max(step - self._last_s, 1), max(now - self._last_t, 1e-9)
+    out = dict(img_per_s=(step - self._last_s) * self.batch_size / seconds,
+               input_ms_per_step=1e3 * self._input_s / steps,
+               input_share=self._input_s / seconds)
+    self._last_t, self._last_s, self._input_s = now, step, 0.0
+    return out
 
   def eta(self, step: int) -> float:
     done = step - self._s0
     elapsed = time.perf_counter() - self._t0
     return elapsed / max(done, 1) * (self.total - step)
 
-  def line(self, step: int, metrics: Mapping[str, float], rate: float) -> str:
+  def line(self, step: int, metrics: Mapping[str, float]) -> str:
     shown = " ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())
                      if isinstance(v, (int, float)) and k in ("loss", "grad_norm"))
-    return (f"[{self.name}] step {step}/{self.total} {shown} | {rate:.1f} img/s | "
+    return (f"[{self.name}] step {step}/{self.total} {shown} | {metrics['img_per_s']:.1f} "
+            f"img/s | input {100 * metrics['input_share']:.1f} % | "
             f"ETA {format_seconds(self.eta(step))}")
 
-  def show(self, step: int, metrics: Mapping[str, float], rate: float) -> None:
+  def show(self, step: int, metrics: Mapping[str, float]) -> None:
+    """Logs `line` (process 0 only); `metrics` holds `interval`'s fields."""
     if jax.process_index() == 0:
-      log.info("%s", self.line(step, metrics, rate))
+      log.info("%s", self.line(step, metrics))
       sys.stderr.flush()

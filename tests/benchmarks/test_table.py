@@ -45,3 +45,13 @@ def test_markdown_prefers_the_side_by_side_reference_of_the_same_commit():
   assert "| 40.0 (side by side, 2 run(s)) | 1.50× (≥ 2×) |" in lines[2]  # median of b's
   assert "| 20.0 (side by side, 1 run(s)) | 1.50× (≥ 2×) |" in lines[3]  # other commit only
   assert "| 28.0 (errata) | 2.14× (≥ 1.5×) |" in lines[4]
+
+
+def test_bfloat16_rows_are_kept_apart_and_not_compared_with_the_float32_reference():
+  low = dict(_record("train", 70.0, "b"), compute_dtype="bfloat16")
+  rows = table.latest([_record("train", 60.0, "a"), low])
+  assert [(r["img_per_s_median"], r.get("compute_dtype")) for r in rows] == [
+      (60.0, None), (70.0, "bfloat16")]
+  lines = table.markdown(rows, [_reference("train", 30.0, "a")]).splitlines()
+  assert "| 30.0 (side by side, 1 run(s)) | 2.00× (≥ 2×) |" in lines[2]
+  assert "| morphomnist | train (bfloat16) | 32 | 70.0 (69.0–71.0) | — | — |" in lines[3]

@@ -1,6 +1,7 @@
 """The generic loop: resume == uninterrupted, sharded == single device, checkpoint errors."""
 
 import os
+import time
 
 import jax
 import ml_collections
@@ -10,7 +11,7 @@ import pytest
 from segcft_jax.data import pipeline
 from segcft_jax.stages.segmentor import segmentation_task
 from segcft_jax.train import checkpoint as ckpt_lib
-from segcft_jax.train import defaults, sharding
+from segcft_jax.train import defaults, metrics_log, sharding
 from segcft_jax.train.loop import TrainingDiverged, fit
 from segcft_jax.train.task import Task
 
@@ -124,3 +125,17 @@ def test_persistent_nan_loss_stops_with_message(tmp_path):
 
 def _files(root):
   return sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)
+
+
+def test_progress_interval_reports_input_time():
+  progress = metrics_log.Progress("x", total=10, start=0, batch_size=4)
+  progress.add_input_time(0.002)
+  progress.add_input_time(0.004)
+  time.sleep(0.05)
+  first = progress.interval(2)
+  assert first["input_ms_per_step"] == pytest.approx(3.0)
+  assert 0 < first["input_share"] < 0.006 / 0.05
+  assert first["img_per_s"] < 8 / 0.05
+  second = progress.interval(4)  # the accumulated input time starts again at 0
+  assert second["input_ms_per_step"] == 0 and second["input_share"] == 0
+  assert "input 0.0 %" in progress.line(4, dict(second, loss=1.0))
