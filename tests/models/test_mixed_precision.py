@@ -1,13 +1,14 @@
-"""bfloat16 mixed precision of the HVAE (``HVAEConfig.compute_dtype``)."""
+"""bfloat16 mixed precision of the HVAE (``HVAEConfig.compute_dtype``).
+
+That it trains (the -ELBO falls, float32 gradients): test_hvae.py,
+``test_jit_grad_finite_and_training_lowers_nelbo[bfloat16]``.
+"""
 
 import dataclasses
-import math
-
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import pytest
 
 from segcft_jax.models.hvae import HVAE
@@ -20,7 +21,7 @@ BF16 = dataclasses.replace(F32, compute_dtype="bfloat16")
 
 def _batch(batch=8, seed=0):
   rng = np.random.default_rng(seed)
-  # Smooth images: a learnable signal, so the -ELBO has somewhere to go.
+  # Smooth 8-bit ramps (each example its own slope).
   ramp = np.linspace(-0.8, 0.8, 8)[None, :, None, None] * rng.uniform(0.5, 1.0, (batch, 1, 1, 1))
   x = np.round((np.broadcast_to(ramp, (batch, 8, 8, 1)) + 1) * 127.5) / 127.5 - 1
   pa = rng.uniform(-1.0, 1.0, (batch, 3))
@@ -62,31 +63,6 @@ def test_bfloat16_convolutions_with_float32_objective(params):
   # well under a percent, but it does move.
   rel = np.abs(np.asarray(lo["nelbo"]) / np.asarray(hi["nelbo"]) - 1)
   assert 0 < rel.max() < 0.02, rel
-
-
-def test_bfloat16_model_trains(params):
-  x, pa = _batch()
-  model, opt = HVAE(BF16), optax.adam(1e-2)
-
-  def loss(p, key):
-    return model.apply({"params": p}, x, pa, rngs={"sample": key})["nelbo"].mean()
-
-  @jax.jit
-  def step(p, state, key):
-    value, grads = jax.value_and_grad(loss)(p, key)
-    updates, state = opt.update(grads, state, p)
-    return optax.apply_updates(p, updates), state, value, grads
-
-  p, state = params, opt.init(params)
-  p, state, first, grads = step(p, state, jax.random.key(0))
-  assert all(g.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(g)))
-             for g in jax.tree_util.tree_leaves(grads))
-  values = []
-  for i in range(1, 100):
-    p, state, value, _ = step(p, state, jax.random.key(i))
-    values.append(float(value))
-  final = float(np.mean(values[-5:]))  # the -ELBO is stochastic: average the last steps
-  assert math.isfinite(float(first)) and final < 0.9 * float(first), (float(first), final)
 
 
 def test_compute_dtype_is_validated_and_not_fingerprinted():
