@@ -24,6 +24,9 @@ Distances between a measured value a and its counterfactual target t (per exampl
     l1:          |a - t|
     l2:          (a - t)^2
     log_ratio:   |log((a + floor) / (t + floor))|
+    nll:         Reg-CFT only: the regressor's Gaussian -log q(t | x*) on the standardised
+                 target (`stages.regressor.gaussian_nll`), the reference's auxiliary loss;
+                 handled by `cft.task.CounterfactualStep`, not by `distance_fn`
 """
 
 from __future__ import annotations
@@ -103,4 +106,4 @@ def distance_fn(name: str, floor: float = 1.0,
   if name == "log_ratio":
     return lambda a, t: jnp.abs(jnp.log((jnp.maximum(a, 0.0) + floor) / (t + floor)))
   raise ValueError(f"Unknown CFT distance {name!r} (config.<cft stage>.distance); "
-                   f"choose one of {', '.join(DISTANCES)}.")
+                   f"choose one of {', '.join(DISTANCES)} (or nll, cft_reg only).")

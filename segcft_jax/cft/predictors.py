@@ -57,10 +57,13 @@ class Predictor:
     kind: one of `KINDS`.
     measurements: the measured quantities.
     apply: `(params, x [B, H, W, 1], batch) -> {name: [B]}` in data units.
+    nll: `(params, x, targets) -> {name: [B]}`, the predictor's `-log q(target | x)`
+      (regressor only: the `nll` distance, the reference's auxiliary loss), or None.
   """
   kind: str
   measurements: tuple[Measurement, ...]
   apply: Measure
+  nll: Callable[[Any, jax.Array, Mapping[str, jax.Array]], dict[str, jax.Array]] | None = None
 
   @property
   def names(self) -> tuple[str, ...]:
@@ -142,9 +145,10 @@ def segmentor_predictor(unet: Any, measured: Sequence[Measurement], kind: str) -
 
 
 def regressor_predictor(predict: Callable[[Any, jax.Array], Mapping[str, jax.Array]],
-                        variables: Sequence[str]) -> Predictor:
+                        variables: Sequence[str], nll=None) -> Predictor:
   """Reg-CFT predictor from `predict(params, x) -> {variable: [B]}` in data units
-  (`stages.regressor.predict` bound to the model, types and target statistics)."""
+  (`stages.regressor.predict` bound to the model, types and target statistics) and,
+  optionally, `nll(params, x, targets) -> {variable: [B]}` (`RegressorModel.nll`)."""
 
   def apply(params, x, batch):
     del batch
@@ -152,5 +156,5 @@ def regressor_predictor(predict: Callable[[Any, jax.Array], Mapping[str, jax.Arr
     return {v: pred[v] for v in variables}
 
   return Predictor(kind="regressor", measurements=tuple(Measurement(v, (v,)) for v in variables),
-                   apply=apply)
+                   apply=apply, nll=nll)
 

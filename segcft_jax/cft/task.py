@@ -47,8 +47,14 @@ class CounterfactualStep:
                intervenable: tuple[str, ...]):
     self.dscm, self.predictor, self.cfg = dscm, predictor, cfg
     self.intervenable = intervenable
-    self.distance = measurements.distance_fn(cfg.distance, cfg.distance_floor,
-                                             cfg.huber_delta)
+    if cfg.distance == "nll":
+      if predictor.nll is None:
+        raise ValueError(f"distance 'nll' needs a predictor with a likelihood (the regressor, "
+                         f"cft_reg); the {predictor.kind} predictor has none.")
+      self.distance = None
+    else:
+      self.distance = measurements.distance_fn(cfg.distance, cfg.distance_floor,
+                                               cfg.huber_delta)
 
   def factual(self, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
     """Normalised factual values of every graph variable."""
@@ -75,8 +81,11 @@ class CounterfactualStep:
                                        t_abduct=self.cfg.t_abduct, latents=latents,
                                        factual=factual)
     targets = self.predictor.targets(graph.denormalize(values_cf_n))
-    measured = self.predictor.measure(frozen["predictor"], x_cf, batch)
-    distances = {m: self.distance(measured[m], targets[m]) for m in self.predictor.names}
+    if self.distance is None:  # `nll`: the predictor's own -log q(target | x*)
+      distances = self.predictor.nll(frozen["predictor"], x_cf, targets)
+    else:
+      measured = self.predictor.measure(frozen["predictor"], x_cf, batch)
+      distances = {m: self.distance(measured[m], targets[m]) for m in self.predictor.names}
     hit = {}
     for m in self.predictor.measurements:
       flags = [do_data[v][1] for v in m.targets if v in do_data]

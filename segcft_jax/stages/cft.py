@@ -46,6 +46,10 @@ def check_config(config: ml_collections.ConfigDict, name: str) -> None:
   if name not in config:
     raise ValueError(f"Stage {name!r} needs a config.{name} section, which "
                      f"configs/{config.name}.py does not define for variant {config.variant!r}.")
+  if config[name].distance == "nll" and (name != "cft_reg" or config.regressor.loss == "mse"):
+    raise ValueError(f"config.{name}.distance='nll' is the regressor's Gaussian -log q(target "
+                     f"| x*): it needs cft_reg and a regressor trained with loss='gaussian_nll' "
+                     f"(here: stage {name!r}, regressor loss {config.regressor.loss!r}).")
 
 
 def make_dscm(config: ml_collections.ConfigDict) -> DSCM:
@@ -60,7 +64,7 @@ def make_predictor(config: ml_collections.ConfigDict, workdir: str, kind: str,
   variables = cft_variables(config)
   if kind == "regressor":
     reg, params = regressor.load_frozen(config, workdir, data, load)
-    predictor = predictors_lib.regressor_predictor(reg.predict, variables)
+    predictor = predictors_lib.regressor_predictor(reg.predict, variables, reg.nll)
   else:
     measured = predictors_lib.segmentor_measurements(config, variables, kind == "positional")
     # Never the oracle: it is reserved for evaluation.

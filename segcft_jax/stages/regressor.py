@@ -63,6 +63,29 @@ def predict(model: Regressor, params, x: jax.Array, types: Mapping[str, str],
   return result
 
 
+def gaussian_nll(model: Regressor, params, x: jax.Array, types: Mapping[str, str],
+                 stats: Mapping[str, tuple[float, float]], targets: Mapping[str, jax.Array]
+                 ) -> dict[str, jax.Array]:
+  """`-log q(v = t | x)` per example for the continuous variables in `targets` (data units).
+
+  The training loss of the Gaussian heads on the standardised target
+  `y = (t - m) / s`: `0.5 ((y - mu(x)) / sigma(x))^2 + log sigma(x)`, `sigma = softplus + 1e-3`
+  (nats; the constant `log s + log sqrt(2 pi)` is left out). This is the reference's CFT
+  auxiliary loss (causal-gen `dscm.py`: `-log q_k(pa*_k | x*)`, reference spec §4.1).
+  """
+  out = model.apply({"params": params}, x)  # [B, 2 * n]
+  index = {n: i for i, n in enumerate(types)}
+  result = {}
+  for n, target in targets.items():
+    if types[n] == "binary":
+      raise ValueError(f"The nll distance supports continuous variables only; {n!r} is binary.")
+    i = index[n]
+    m, s = stats[n]
+    sigma = jax.nn.softplus(out[:, 2 * i + 1]) + 1e-3
+    result[n] = 0.5 * (((target - m) / s - out[:, 2 * i]) / sigma) ** 2 + jnp.log(sigma)
+  return result
+
+
 def make_regressor(cfg: ml_collections.ConfigDict, types: Mapping[str, str]) -> Regressor:
   """The CNN of `config.regressor.model`: two head units (mean, scale or logit) per variable."""
   return Regressor(outputs=2 * len(types), width=cfg.model.width,
@@ -135,6 +158,11 @@ class RegressorModel:
   def predict(self, params: Any, x: jax.Array) -> dict[str, jax.Array]:
     """`predict` with this model's types and stats."""
     return predict(self.model, params, x, self.types, self.stats)
+
+  def nll(self, params: Any, x: jax.Array, targets: Mapping[str, jax.Array]
+          ) -> dict[str, jax.Array]:
+    """`gaussian_nll` with this model's types and stats."""
+    return gaussian_nll(self.model, params, x, self.types, self.stats, targets)
 
 
 def load_frozen(config: ml_collections.ConfigDict, workdir: str, data: setup.StageData,

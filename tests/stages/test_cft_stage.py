@@ -37,3 +37,18 @@ def test_pos_seg_cft_needs_the_positional_setting(tmp_path):
   with pytest.raises(ValueError, match="positional config variant"):
     run_stages(chest, str(tmp_path), ["cft_pos_seg"])
   assert not os.listdir(tmp_path)
+
+
+def test_nll_distance_is_for_a_gaussian_regressor_only(tmp_path):
+  # Fails before touching the workdir, naming the setting to change.
+  chest = config_files.load(os.path.join(ROOT, "configs", "synth_chest.py:quick"))
+  with chest.unlocked():
+    chest.cft_seg.distance = "nll"
+  with pytest.raises(ValueError, match="cft_seg.distance='nll'"):
+    run_stages(chest, str(tmp_path), ["cft_seg"])
+  chest = config_files.load(os.path.join(ROOT, "configs", "synth_chest.py:quick"))
+  with chest.unlocked():
+    chest.cft_reg.distance, chest.regressor.loss = "nll", "mse"
+  with pytest.raises(ValueError, match="regressor loss 'mse'"):
+    run_stages(chest, str(tmp_path), ["cft_reg"])
+  assert not os.listdir(tmp_path)

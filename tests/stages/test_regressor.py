@@ -3,11 +3,13 @@
 import json
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from segcft_jax import config_files, stages
-from segcft_jax.stages import regressor
+from segcft_jax.stages import regressor, setup
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 synth_chest = config_files.load_module(os.path.join(ROOT, "configs", "synth_chest.py"))
@@ -42,3 +44,26 @@ def test_unknown_or_discrete_variable_is_rejected(workdir):
   assert regressor.variable_types(config, ["sex"]) == {"sex": "binary"}
   np.testing.assert_equal(list(regressor.variable_types(config, synth_chest.AREAS).values()),
                           ["continuous"] * 3)
+
+
+def test_gaussian_nll_is_the_training_loss_and_peaks_at_the_predicted_mean(workdir):
+  # Reg-CFT's `nll` distance (the reference's -log q(pa* | x*)) on the trained regressor.
+  work, config = workdir
+  data = setup.prepare(config, work, "regressor", ("image", *synth_chest.AREAS))
+  batch = next(iter(data.eval_batches("test")))
+  model, params = regressor.load_frozen(config, work, data)
+  x = jnp.asarray(batch["image"])
+  truth = {a: jnp.asarray(batch[a]) for a in synth_chest.AREAS}
+  nll = model.nll(params, x, truth)
+  task = regressor.regression_task(config.regressor, model.types, model.stats)
+  _, terms = task.loss_fn(params, {"image": x, **truth}, None, None)
+  for a in synth_chest.AREAS:
+    np.testing.assert_allclose(float(nll[a].mean()), float(terms[f"loss_{a}"]), rtol=1e-5)
+  mean = model.predict(params, x)
+  at_mean = model.nll(params, x, mean)
+  shifted = model.nll(params, x, {a: v * 1.2 for a, v in mean.items()})
+  assert all(bool(jnp.all(at_mean[a] < shifted[a])) for a in synth_chest.AREAS)
+  grad = jax.grad(lambda x: model.nll(params, x, truth)["heart_area"].sum())(x)
+  assert bool(jnp.all(jnp.isfinite(grad))) and float(jnp.abs(grad).sum()) > 0
+  with pytest.raises(ValueError, match="continuous variables only"):
+    regressor.gaussian_nll(model.model, params, x, {"sex": "binary"}, {}, {"sex": truth[a]})
