@@ -1,7 +1,7 @@
 """Grain input-pipeline throughput (examples/s, one process) for a dataset config.
 
   python benchmarks/input.py --config=configs/synth_chest.py [--workdir=runs/synth_chest]
-      [--batches=200] [--threads=2] [--set=data.manual_dir=DIR]
+      [--batches=200] [--threads=2] [--set=data.manual_dir=DIR] [--out=FILE]
 
 Builds the dataset if absent (in the workdir's data directory), then times the training
 pipeline exactly as the stages use it (TFDS array_record source -> shuffle -> decode ->
@@ -27,6 +27,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir holding data/ (default:
 _BATCHES = flags.DEFINE_integer("batches", 200, "Timed batches.")
 _THREADS = flags.DEFINE_integer("threads", 2, "Grain read threads.")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Batch size.")
+_OUT = flags.DEFINE_string("out", None, "Results file (default benchmarks/results/<device>.jsonl).")
 _SET = flags.DEFINE_multi_string("set", [], "Config override a.b=value (repeatable), e.g. "
                                  "--set=data.manual_dir=/data/padchest.")
 
@@ -63,7 +64,7 @@ def main(argv):
   record = dict(benchmark="input", config=_CONFIG.value, dataset=config.data.name,
                 image_size=config.data.get("image_size"), batch_size=_BATCH.value,
                 threads=_THREADS.value, batches=_BATCHES.value, examples_per_s=rate)
-  path = results_io.append(record)
+  path = results_io.append(record, _OUT.value)
   print(f"{config.data.name}: {rate:,.0f} examples/s ({_BATCHES.value} batches of "
         f"{_BATCH.value}, {_THREADS.value} threads) -> {path}")
 
