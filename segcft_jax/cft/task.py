@@ -94,6 +94,34 @@ class CounterfactualStep:
     return dict(x_cf=x_cf, distances=distances, intervened=hit)
 
 
+def parse_weights(spec: str, names: tuple[str, ...]) -> dict[str, float]:
+  """Per-measurement weights of the auxiliary loss from `"<structure>=<w>,..."`.
+
+  A weight applies to every measurement `<structure>_area[_<region>]` (regressor, global or
+  regional soft area alike, so every method weighs the same structures); the rest weigh 1.
+  `aux = sum_m w_m mean_b d_m`.
+
+  Raises:
+    ValueError: a malformed entry, a non-positive weight, or a structure no measurement has.
+  """
+  weights = {m: 1.0 for m in names}
+  for item in filter(None, (p.strip() for p in spec.split(","))):
+    structure, sep, value = item.partition("=")
+    try:
+      w = float(value) if sep else float("nan")
+    except ValueError:
+      w = float("nan")
+    if not w > 0:
+      raise ValueError(f"distance_weights entry {item!r}: expected <structure>=<positive "
+                       f"number>, e.g. 'calcified=3'.")
+    hit = [m for m in names if m == structure or m.startswith(structure.strip() + "_area")]
+    if not hit:
+      raise ValueError(f"distance_weights names {structure!r}, which no measurement has; "
+                       f"measurements: {', '.join(names)}.")
+    weights.update({m: w for m in hit})
+  return weights
+
+
 def cft_task(name: str, config: ml_collections.ConfigDict, dscm: DSCM, predictor: Predictor,
              epsilon: float, pretrained_hvae: Any = None) -> Task:
   """The fine-tuning task of stage `name` (`cft_reg`, `cft_seg` or `cft_pos_seg`).
@@ -113,6 +141,7 @@ def cft_task(name: str, config: ml_collections.ConfigDict, dscm: DSCM, predictor
   cfg = config[name]
   beta = config.hvae.beta
   step = CounterfactualStep(dscm, predictor, cfg, tuple(config.scm.intervenable))
+  weights = parse_weights(cfg.get("distance_weights", ""), predictor.names)
   hvae = dscm.hvae
 
   # The ELBO pass's posterior sample is an abduction at temperature 1: reusing it saves the
@@ -136,7 +165,7 @@ def cft_task(name: str, config: ml_collections.ConfigDict, dscm: DSCM, predictor
     terms = elbo(params["hvae"], batch, r_elbo, training=True)
     nelbo = terms["nelbo"].mean()
     out = step(params["hvae"], frozen, batch, r_cf, terms.get("latents"), terms.get("factual"))
-    aux = sum(d.mean() for d in out["distances"].values())
+    aux = sum(weights[m] * d.mean() for m, d in out["distances"].items())
     loss = lagrangian.lagrangian(cfg.aux_weight * aux, nelbo, params["lmbda"], epsilon,
                                  cfg.damping)
     metrics = {"aux": aux, "nelbo": nelbo, "lmbda": params["lmbda"],

@@ -10,6 +10,7 @@ import pytest
 
 from segcft_jax import config_files
 from segcft_jax.cft import predictors
+from segcft_jax.cft import task as task_lib
 from segcft_jax.cft.task import cft_task
 from segcft_jax.data import pipeline
 from segcft_jax.stages import cft as cft_stage
@@ -115,3 +116,18 @@ def test_the_predictor_gradient_reaches_the_hvae_through_the_counterfactual(ches
   decoder_norm = float(jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(
       grads["hvae"]["decoder"]))))
   assert decoder_norm > 0.0
+
+
+def test_distance_weights_apply_to_every_measurement_of_a_structure():
+  regional = ("lumen_area_mid", "calcified_area_proximal", "calcified_area_mid")
+  assert task_lib.parse_weights("", regional) == {m: 1.0 for m in regional}
+  assert task_lib.parse_weights("calcified=3, lumen=0.5", regional) == {
+      "lumen_area_mid": 0.5, "calcified_area_proximal": 3.0, "calcified_area_mid": 3.0}
+  # The same spec weighs the global soft area (Seg-CFT) and the regressor's variable alike.
+  assert task_lib.parse_weights("calcified=3", ("lumen_area", "calcified_area")) == {
+      "lumen_area": 1.0, "calcified_area": 3.0}
+  with pytest.raises(ValueError, match="no measurement has"):
+    task_lib.parse_weights("heart=2", regional)
+  for bad in ("calcified", "calcified=0", "calcified=x"):
+    with pytest.raises(ValueError, match="positive"):
+      task_lib.parse_weights(bad, regional)
