@@ -28,12 +28,14 @@ def device_name() -> str:
 
 
 def environment() -> dict:
-  """Device, versions and commit of this run."""
-  try:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=os.path.dirname(RESULTS_DIR)).stdout.strip()
-  except OSError:
-    commit = ""
+  """Device, versions and commit of this run (`$SEGCFT_COMMIT` where the tree has no .git)."""
+  commit = os.environ.get("SEGCFT_COMMIT", "")
+  if not commit:
+    try:
+      commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=os.path.dirname(RESULTS_DIR)).stdout.strip()
+    except OSError:
+      commit = ""
   versions = {p: importlib.metadata.version(p) for p in ("jax", "jaxlib", "flax", "grain")}
   return dict(device=device_name(), device_kind=jax.devices()[0].device_kind,
               device_count=jax.device_count(), cpu=platform.processor() or platform.machine(),

@@ -98,7 +98,8 @@ def parse_weights(spec: str, names: tuple[str, ...]) -> dict[str, float]:
   """Per-measurement weights of the auxiliary loss from `"<structure>=<w>,..."`.
 
   A weight applies to every measurement `<structure>_area[_<region>]` (regressor, global or
-  regional soft area alike, so every method weighs the same structures); the rest weigh 1.
+  regional soft area alike, so every method weighs the same structures) and to a
+  measurement of exactly that name (e.g. `thickness`); the rest weigh 1.
   `aux = sum_m w_m mean_b d_m`.
 
   Raises:
@@ -107,14 +108,15 @@ def parse_weights(spec: str, names: tuple[str, ...]) -> dict[str, float]:
   weights = {m: 1.0 for m in names}
   for item in filter(None, (p.strip() for p in spec.split(","))):
     structure, sep, value = item.partition("=")
+    structure = structure.strip()
     try:
       w = float(value) if sep else float("nan")
     except ValueError:
       w = float("nan")
-    if not w > 0:
+    if not (w > 0 and math.isfinite(w)):
       raise ValueError(f"distance_weights entry {item!r}: expected <structure>=<positive "
                        f"number>, e.g. 'calcified=3'.")
-    hit = [m for m in names if m == structure or m.startswith(structure.strip() + "_area")]
+    hit = [m for m in names if m == structure or m.startswith(structure + "_area")]
     if not hit:
       raise ValueError(f"distance_weights names {structure!r}, which no measurement has; "
                        f"measurements: {', '.join(names)}.")

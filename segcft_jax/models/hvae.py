@@ -26,7 +26,8 @@ be decoded under pa and pa* in one pass on a concatenated batch (nothing depends
 size).
 
 Mixed precision (``HVAEConfig.compute_dtype = "bfloat16"``): the stem, every residual block's
-conv path and the 1x1 projections compute in bfloat16 with float32 parameters; their outputs
+conv path and the decoder's ``z_proj`` / ``z_feat_proj`` compute in bfloat16 with float32
+parameters (a block's ``width_proj`` skip stays float32); their outputs
 return to float32 before they join the residual streams, so the streams, the latent
 Gaussians, the KL and the likelihood are float32 (float32 is the default and the reference).
 

@@ -94,10 +94,11 @@ class HVAEConfig:
       ``[a, b)`` of the prior's parent input are zeroed with probability 1/3 per batch
       (the reference's Morpho-MNIST digit dropout, spec §1.4); None: no dropout.
     block_version: ``"default"`` (GELU bottleneck) or ``"light"`` (ReLU, two convs).
-    compute_dtype: ``"float32"`` or ``"bfloat16"``: the dtype of the convolutions and the
-      activations inside each residual block (mixed precision). Parameters, the residual
-      streams ``h`` and ``s``, the latent Gaussians, the KL and the pixel likelihood stay
-      float32 whatever this is, so checkpoints do not depend on it.
+    compute_dtype: ``"float32"`` or ``"bfloat16"``: the dtype of the stem, of the conv path
+      and activations inside each residual block and of the decoder's latent projections
+      (mixed precision). Parameters, the residual streams ``h`` and ``s`` (skips included),
+      the latent Gaussians, the KL and the pixel likelihood stay float32 whatever this is,
+      so checkpoints do not depend on it.
   """
   input_res: int
   input_channels: int

@@ -137,7 +137,7 @@ class Block(nn.Module):
     version: ``"default"`` or ``"light"``.
     last_gain: Init gain of the last conv of the conv path.
     dtype: Compute dtype of the conv path (``HVAEConfig.compute_dtype``); the block's
-      output, the skip and the pooling are float32.
+      output, the skip (``width_proj`` included) and the pooling are float32.
   """
 
   out_width: int
@@ -173,8 +173,8 @@ class Block(nn.Module):
       x = concat_broadcast(parts)
       # The reference only creates width_proj when down-sampling or narrowing; every shipped
       # block with in != out is one of those, so "whenever widths differ" is equivalent.
-      skip = x if x.shape[-1] == self.out_width else conv(
-          self.out_width, 1, name="width_proj", dtype=dt)(x).astype(jnp.float32)
+      skip = x if x.shape[-1] == self.out_width else conv(  # float32: part of the stream
+          self.out_width, 1, name="width_proj")(x)
       h = h + skip
     if self.down_rate:
       d = self.down_rate

@@ -18,7 +18,7 @@ import os
 import ml_collections
 
 from segcft_jax.cft import predictors as predictors_lib
-from segcft_jax.cft.task import cft_task
+from segcft_jax.cft.task import cft_task, parse_weights
 from segcft_jax.scm.counterfactual import DSCM
 from segcft_jax.stages import hvae as hvae_stage
 from segcft_jax.stages import pgm as pgm_stage
@@ -46,10 +46,21 @@ def check_config(config: ml_collections.ConfigDict, name: str) -> None:
   if name not in config:
     raise ValueError(f"Stage {name!r} needs a config.{name} section, which "
                      f"configs/{config.name}.py does not define for variant {config.variant!r}.")
-  if config[name].distance == "nll" and (name != "cft_reg" or config.regressor.loss == "mse"):
-    raise ValueError(f"config.{name}.distance='nll' is the regressor's Gaussian -log q(target "
-                     f"| x*): it needs cft_reg and a regressor trained with loss='gaussian_nll' "
-                     f"(here: stage {name!r}, regressor loss {config.regressor.loss!r}).")
+  cfg = config[name]
+  if cfg.distance == "nll":
+    if name != "cft_reg":
+      raise ValueError(f"config.{name}.distance='nll' is the regressor's Gaussian -log q(target"
+                       f" | x*), for cft_reg only; choose another distance for {name}.")
+    if config.regressor.loss != "gaussian_nll":
+      raise ValueError(f"config.cft_reg.distance='nll' needs a regressor trained with "
+                       f"loss='gaussian_nll' (a likelihood); the regressor loss is "
+                       f"{config.regressor.loss!r}.")
+    binary = [v for v in cft_variables(config) if config.scm.variables[v].type == "binary"]
+    if binary:
+      raise ValueError(f"config.cft_reg.distance='nll' supports continuous variables only; "
+                       f"{binary} are binary.")
+  # The variables' names stand for every method's measurements (<structure>_area[...]).
+  parse_weights(cfg.get("distance_weights", ""), cft_variables(config))
 
 
 def make_dscm(config: ml_collections.ConfigDict) -> DSCM:

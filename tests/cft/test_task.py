@@ -14,7 +14,7 @@ from segcft_jax.cft import task as task_lib
 from segcft_jax.cft.task import cft_task
 from segcft_jax.data import pipeline
 from segcft_jax.stages import cft as cft_stage
-from segcft_jax.stages import segmentor
+from segcft_jax.stages import regressor, segmentor
 from segcft_jax.train import sharding
 from segcft_jax.train.loop import fit
 
@@ -116,6 +116,48 @@ def test_the_predictor_gradient_reaches_the_hvae_through_the_counterfactual(ches
   decoder_norm = float(jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(
       grads["hvae"]["decoder"]))))
   assert decoder_norm > 0.0
+  # distance_weights: heart's term counts three times in the auxiliary loss.
+  with config.unlocked():
+    config.cft_seg.distance_weights = "heart=3"
+  weighted, _, _ = _setup(config, epsilon=0.0, records=chest_records(16))
+  _, m = weighted.loss_fn(task.pretrained, batch, jax.random.PRNGKey(1), frozen)
+  d = {k: float(v) for k, v in m.items() if k.startswith("d_")}
+  assert float(m["aux"]) == pytest.approx(sum(d.values()) + 2 * d["d_heart_area"], rel=1e-6)
+  assert d == pytest.approx({k: float(v) for k, v in metrics.items() if k.startswith("d_")})
+
+
+def test_reg_cft_nll_distance_is_the_regressors_likelihood(chest_records):
+  config = _config()
+  with config.unlocked():
+    config.cft_reg.update(distance="nll", damping=0.0, batch_size=8)
+  dscm = cft_stage.make_dscm(config)
+  types = regressor.variable_types(config, config.regressor.variables)
+  model = regressor.RegressorModel(regressor.make_regressor(config.regressor, types), types,
+                                   {v: (300.0, 60.0) for v in types})
+  variables = cft_stage.cft_variables(config)
+  predictor = predictors.regressor_predictor(model.predict, variables, model.nll)
+  batch = jax.tree.map(jnp.asarray, pipeline.train_dataset(chest_records(16), KEYS, 8, 0)[0])
+  k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+  frozen = {"pgm": dscm.pgm.init(k1), "predictor": model.model.init(k2, batch["image"][:1])[
+      "params"]}
+  hvae = cft_task("cft_reg", config, dscm, predictor, 0.0).init(k3, batch)["hvae"]
+  step = task_lib.CounterfactualStep(dscm, predictor, config.cft_reg, variables)
+  out = step(hvae, frozen, batch, jax.random.PRNGKey(1))
+  # Each term is -log q(target | x*) of the Gaussian head: it sits above its minimum, the
+  # value at the predicted mean (log sigma), for the counterfactual image actually made.
+  at_mean = model.nll(frozen["predictor"], out["x_cf"],
+                      model.predict(frozen["predictor"], out["x_cf"]))
+  for v in variables:
+    assert out["distances"][v].shape == (8,)
+    assert bool(jnp.all(out["distances"][v] >= at_mean[v] - 1e-5))
+  task = cft_task("cft_reg", config, dscm, predictor, 0.0, hvae)
+  (loss, m), grads = jax.value_and_grad(task.loss_fn, has_aux=True)(
+      task.pretrained, batch, jax.random.PRNGKey(2), frozen)
+  assert float(loss) == pytest.approx(float(m["aux"]), rel=1e-6)
+  assert float(jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(grads["hvae"])))) > 0
+  seg = predictors.segmentor_predictor(None, (), "segmentor")
+  with pytest.raises(ValueError, match="needs a predictor with a likelihood"):
+    task_lib.CounterfactualStep(dscm, seg, config.cft_reg, variables)
 
 
 def test_distance_weights_apply_to_every_measurement_of_a_structure():

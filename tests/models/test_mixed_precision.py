@@ -39,6 +39,7 @@ def test_parameters_do_not_depend_on_the_compute_dtype(params):
   x, pa = _batch()
   key = jax.random.key(0)
   low = jax.jit(HVAE(BF16).init)({"params": key, "sample": key}, x, pa)["params"]
+  assert jax.tree_util.tree_structure(low) == jax.tree_util.tree_structure(params)
   leaves = jax.tree_util.tree_leaves(low)
   assert all(p.dtype == jnp.float32 for p in leaves)
   for a, b in zip(jax.tree_util.tree_leaves(params), leaves):

@@ -49,6 +49,15 @@ def test_nll_distance_is_for_a_gaussian_regressor_only(tmp_path):
   chest = config_files.load(os.path.join(ROOT, "configs", "synth_chest.py:quick"))
   with chest.unlocked():
     chest.cft_reg.distance, chest.regressor.loss = "nll", "mse"
-  with pytest.raises(ValueError, match="regressor loss 'mse'"):
+  with pytest.raises(ValueError, match="regressor loss is 'mse'"):
     run_stages(chest, str(tmp_path), ["cft_reg"])
+  assert not os.listdir(tmp_path)
+
+
+def test_distance_weights_are_checked_before_any_work(tmp_path):
+  chest = config_files.load(os.path.join(ROOT, "configs", "synth_chest.py:quick"))
+  with chest.unlocked():
+    chest.cft_seg.distance_weights = "hart=2"  # a typo of heart
+  with pytest.raises(ValueError, match="'hart', which no measurement has"):
+    run_stages(chest, str(tmp_path), ["data", "cft_seg"])
   assert not os.listdir(tmp_path)
