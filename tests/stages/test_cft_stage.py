@@ -39,25 +39,18 @@ def test_pos_seg_cft_needs_the_positional_setting(tmp_path):
   assert not os.listdir(tmp_path)
 
 
-def test_nll_distance_is_for_a_gaussian_regressor_only(tmp_path):
-  # Fails before touching the workdir, naming the setting to change.
+@pytest.mark.parametrize("stage,overrides,message", [
+    ("cft_seg", {"cft_seg.distance": "nll"}, "cft_seg.distance='nll'"),
+    ("cft_reg", {"cft_reg.distance": "nll", "regressor.loss": "mse"}, "regressor loss is 'mse'"),
+    ("cft_seg", {"cft_seg.distance_weights": "hart=2"}, "'hart', which no measurement has"),
+], ids=["nll_needs_cft_reg", "nll_needs_a_gaussian_regressor", "weights_typo"])
+def test_cft_settings_are_checked_before_any_work(tmp_path, stage, overrides, message):
+  # A setting the stage cannot run with fails before the data stage writes anything.
   chest = config_files.load(os.path.join(ROOT, "configs", "synth_chest.py:quick"))
   with chest.unlocked():
-    chest.cft_seg.distance = "nll"
-  with pytest.raises(ValueError, match="cft_seg.distance='nll'"):
-    run_stages(chest, str(tmp_path), ["cft_seg"])
-  chest = config_files.load(os.path.join(ROOT, "configs", "synth_chest.py:quick"))
-  with chest.unlocked():
-    chest.cft_reg.distance, chest.regressor.loss = "nll", "mse"
-  with pytest.raises(ValueError, match="regressor loss is 'mse'"):
-    run_stages(chest, str(tmp_path), ["cft_reg"])
-  assert not os.listdir(tmp_path)
-
-
-def test_distance_weights_are_checked_before_any_work(tmp_path):
-  chest = config_files.load(os.path.join(ROOT, "configs", "synth_chest.py:quick"))
-  with chest.unlocked():
-    chest.cft_seg.distance_weights = "hart=2"  # a typo of heart
-  with pytest.raises(ValueError, match="'hart', which no measurement has"):
-    run_stages(chest, str(tmp_path), ["data", "cft_seg"])
+    for key, value in overrides.items():
+      section, field = key.split(".")
+      chest[section][field] = value
+  with pytest.raises(ValueError, match=message):
+    run_stages(chest, str(tmp_path), ["data", stage])
   assert not os.listdir(tmp_path)
