@@ -319,8 +319,9 @@ def main(argv):
                   compile_cache="persistent" if f.cache else "off", **r)
     path = results_io.append(record, f.out)
     mfu = f", MFU {100 * r['mfu']:.1f} %" if r["mfu"] is not None else ""
-    print(f"{f.config} {step} ({f.compute_dtype}, batch {batch}): {r['img_per_s_median']:,.1f} img/s "
-          f"({r['img_per_s_min']:,.1f}-{r['img_per_s_max']:,.1f}); compile {r['compile_s']:.1f} s "
+    print(f"{f.config} {step} ({f.compute_dtype}, batch {batch}): "
+          f"{r['img_per_s_median']:,.1f} img/s ({r['img_per_s_min']:,.1f}-"
+          f"{r['img_per_s_max']:,.1f}); compile {r['compile_s']:.1f} s "
           f"(trace {r['trace_s']:.1f} s, lower {r['lower_s']:.1f} s); "
           f"{r['flops_per_step'] / 1e9:,.2f} GFLOP/step, {r['flops_per_s'] / 1e9:,.1f} GFLOP/s"
           f"{mfu}; peak {r['peak_bytes'] / 2**20:,.0f} MiB, RSS {r['max_rss_bytes'] / 2**20:,.0f}"

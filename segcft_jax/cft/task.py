@@ -51,10 +51,16 @@ class CounterfactualStep:
       if predictor.nll is None:
         raise ValueError(f"distance 'nll' needs a predictor with a likelihood (the regressor, "
                          f"cft_reg); the {predictor.kind} predictor has none.")
-      self.distance = None
+      # The predictor's own -log q(target | x*) per measurement.
+      self.distances = lambda params, x, batch, targets: predictor.nll(params, x, targets)
     else:
-      self.distance = measurements.distance_fn(cfg.distance, cfg.distance_floor,
-                                               cfg.huber_delta)
+      distance = measurements.distance_fn(cfg.distance, cfg.distance_floor, cfg.huber_delta)
+
+      def measured_distances(params, x, batch, targets):
+        measured = predictor.measure(params, x, batch)
+        return {m: distance(measured[m], targets[m]) for m in predictor.names}
+
+      self.distances = measured_distances
 
   def factual(self, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
     """Normalised factual values of every graph variable."""
@@ -81,11 +87,7 @@ class CounterfactualStep:
                                        t_abduct=self.cfg.t_abduct, latents=latents,
                                        factual=factual)
     targets = self.predictor.targets(graph.denormalize(values_cf_n))
-    if self.distance is None:  # `nll`: the predictor's own -log q(target | x*)
-      distances = self.predictor.nll(frozen["predictor"], x_cf, targets)
-    else:
-      measured = self.predictor.measure(frozen["predictor"], x_cf, batch)
-      distances = {m: self.distance(measured[m], targets[m]) for m in self.predictor.names}
+    distances = self.distances(frozen["predictor"], x_cf, batch, targets)
     hit = {}
     for m in self.predictor.measurements:
       flags = [do_data[v][1] for v in m.targets if v in do_data]

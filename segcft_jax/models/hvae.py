@@ -62,7 +62,7 @@ class Encoder(nn.Module):
     cfg = self.config
     specs = parse_encoder(cfg)
     width, stride = encoder_stem(cfg)
-    dt = jnp.dtype(cfg.compute_dtype)
+    dt = cfg.dtype
     h = conv(width, 7, stride=stride, name="stem", dtype=dt)(x)  # no activation after it
     h = h.astype(jnp.float32)
     gain = math.sqrt(1.0 / len(specs))
@@ -128,7 +128,7 @@ class Decoder(nn.Module):
       pa_r, pa_prior_r = pa[:, None, None, :], pa_prior[:, None, None, :]  # [B, 1, 1, C_pa]
       block = DecoderBlock(spec, cfg.z_dim, cfg.bottleneck, cfg.cond_prior,
                            cfg.block_version, len(specs), i == len(specs) - 1,
-                           dtype=jnp.dtype(cfg.compute_dtype), name=f"block_{i}")
+                           dtype=cfg.dtype, name=f"block_{i}")
       latent = latents[i] if i < len(latents) else None
       act = None if acts is None or not spec.stochastic else acts[r]
       h, s, stat = block(h, s, pa_r, pa_prior_r, act=act, latent=latent, log_t=log_t)

@@ -25,6 +25,8 @@ import dataclasses
 import re
 from typing import Any, Mapping
 
+import jax.numpy as jnp
+
 __all__ = [
     "HVAEConfig", "EncoderBlockSpec", "DecoderBlockSpec", "parse_encoder",
     "parse_decoder", "encoder_stem", "morphomnist", "chest64", "chest192", "PRESETS",
@@ -144,6 +146,11 @@ class HVAEConfig:
                        f"bias map), got {self.bias_max_res}")
     # Parse eagerly so a bad string fails at configuration time, not inside a trace.
     parse_decoder(self, parse_encoder(self))
+
+  @property
+  def dtype(self):
+    """``compute_dtype`` as a JAX dtype."""
+    return jnp.dtype(self.compute_dtype)
 
   @property
   def covariance(self) -> str:
