@@ -80,6 +80,19 @@ def counterfactual(models: DSCM, params: Mapping[str, Any], x: jax.Array, parent
   Returns:
     `(x_cf [B, H, W, 1], parents_cf)`; with no intervention x_cf == x up to rounding.
   """
+  out = counterfactual_decodes(models, params, x, parents, do, rng, t_abduct, latents, factual)
+  return out["x_cf"], out["parents_cf"]
+
+
+def counterfactual_decodes(models: DSCM, params: Mapping[str, Any], x: jax.Array,
+                           parents: Values, do: Do, rng: jax.Array,
+                           t_abduct: float | None = None,
+                           latents: Sequence[jax.Array] | None = None,
+                           factual: tuple[jax.Array, jax.Array] | None = None
+                           ) -> dict[str, Any]:
+  """`counterfactual` with its decodes: a dict of `x_cf`, `parents_cf` and the factual and
+  counterfactual decoder means and scales `mu`, `sigma`, `mu_cf`, `sigma_cf` `[B, H, W, 1]`
+  (what `evaluation.shift_decomposition` splits x* - x into). Same arguments."""
   if factual is not None and latents is None:
     raise ValueError("`factual` is the decode of given `latents`; pass both or neither.")
   parents_cf = models.pgm.counterfactual(params["pgm"], parents, do)
@@ -100,7 +113,8 @@ def counterfactual(models: DSCM, params: Mapping[str, Any], x: jax.Array, parent
                                     method=HVAE.decode, rngs={"sample": rng})
     b = x.shape[0]
     mu, sigma, mu_cf, sigma_cf = mu2[:b], sigma2[:b], mu2[b:], sigma2[b:]
-  return counterfactual_image(x, mu, sigma, mu_cf, sigma_cf), dict(parents_cf)
+  return dict(x_cf=counterfactual_image(x, mu, sigma, mu_cf, sigma_cf),
+              parents_cf=dict(parents_cf), mu=mu, sigma=sigma, mu_cf=mu_cf, sigma_cf=sigma_cf)
 
 
 def checked_interventions(graph: Graph, interventions: Mapping[str, Any], batch: int,
