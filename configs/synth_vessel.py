@@ -122,13 +122,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       model=defaults.regressor_model(width=4 if quick else 8),
       optim=defaults.optim_config(lr=3e-3, warmup_steps=10 if quick else 50))
   # The scalar SCM and the image mechanism (same recipe as synth_chest), SPEC §1.
-  c.pgm, c.hvae = defaults.dscm_sections(quick, parents=("sex", "age", *c.cft_variables))
-  if not quick:
-    # 4x the chest's 700 steps (~22 min on 2 cores): at 700 the decoder mean leaves the small
-    # calcified plaques in the carried-over pixel noise (plaque pixels x 205, mu 162, sigma 31
-    # in 0-255; at 2800: mu 201, sigma 13) and test -ELBO is 5.08 against 4.72 bits/dim;
-    # positional Pos-Seg-CFT then leads in 6 of 9 regions, not 3 (README "Measured results").
-    c.hvae.num_steps = 2800
+  # HVAE: 4x the 700-step recipe (~22 min on 2 cores). At 700 steps the decoder mean leaves
+  # the small calcified plaques in the carried-over pixel noise (plaque pixels x 205, mu 162,
+  # sigma 31 in 0-255; at 2800: mu 201, sigma 13) and test -ELBO is 5.08 against 4.72
+  # bits/dim; positional Pos-Seg-CFT then leads in 6 of 9 regions, not 3 (README.md
+  # "Measured results").
+  c.pgm, c.hvae = defaults.dscm_sections(quick, parents=("sex", "age", *c.cft_variables),
+                                         hvae_steps=2800)
   # Counterfactual fine-tuning: Reg-CFT, global Seg-CFT (soft areas of whole structures) and,
   # in the positional setting, Pos-Seg-CFT (regional soft areas). A plaque area can be 0, so
   # the relative-L1 floor is 5 px.

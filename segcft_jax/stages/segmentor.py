@@ -13,11 +13,11 @@ exposure to organ size through a hidden body factor, so a segmentor trained with
 tie its soft boundaries to global brightness, a lever fine-tuning against the frozen
 segmentor could pull. Off by default: on synth_chest (2026-12-05, a = 0.3) it left Seg-CFT's
 effectiveness and its intensity shift outside the target about as they were (mean |shift|
-5.76 against 6.00, 0-255; README.md "Measured results"; on the weaker HVAE of 2026-12-03,
-docs/results_history.md). Again on dataset 1.2.0 (2026-12-06): the segmentor's soft areas
-moved by <= 0.08 % under a 10 % gain change (0.47-0.72 % without), Seg-CFT's mean |shift|
-1.20 against 1.34 and its effectiveness 4.66 % against 4.94 % (mean MAPE): the shift is the
-decoder's, not a segmentor lever (`evaluation.shift_decomposition`).
+5.76 against 6.00, 0-255; dataset 1.1.0 and, on the weaker HVAE of 2026-12-03, earlier;
+docs/results_history.md). Again on dataset 1.2.0 with the 700-step HVAE (2026-12-06): the
+segmentor's soft areas moved by <= 0.08 % under a 10 % gain change (0.47-0.72 % without),
+Seg-CFT's mean |shift| 1.20 against 1.34 and its effectiveness 4.66 % against 4.94 % (mean
+MAPE): the shift was the decoder's, not a segmentor lever (`evaluation.shift_decomposition`).
 """
 
 from __future__ import annotations
