@@ -21,11 +21,12 @@ matplotlib.use("Agg")  # Files only; no display. pylint: disable=wrong-import-po
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from segcft_jax.evaluation.metrics import PIXEL_SCALE  # noqa: E402
+
 NAMES = {"no_cft": "No-CFT", "reg_cft": "Reg-CFT", "seg_cft": "Seg-CFT",
          "pos_seg_cft": "Pos-Seg-CFT"}
 COLOURS = {"no_cft": "tab:gray", "reg_cft": "tab:orange", "seg_cft": "tab:blue",
            "pos_seg_cft": "tab:green"}
-PIXEL_SCALE = 127.5
 
 
 def symmetric_limit(differences) -> float:

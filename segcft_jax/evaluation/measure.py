@@ -48,6 +48,11 @@ def _areas(labels: jax.Array, probs: jax.Array | None, trained: Trained,
   return hard, soft
 
 
+def oracle_labels(trained: Trained, frozen: dict[str, Any], x: jax.Array) -> jax.Array:
+  """The oracle segmentor's argmax label map `[B, H, W]` of images `x` `[B, H, W, 1]`."""
+  return jnp.argmax(trained.oracle.apply({"params": frozen["oracle"]}, x), axis=-1)
+
+
 def measure(trained: Trained, frozen: dict[str, Any], x: jax.Array,
             regions: jax.Array | None) -> dict[str, Any]:
   """Measures every evaluated variable on images `x` `[B, H, W, 1]` (jit-compatible).
@@ -56,7 +61,7 @@ def measure(trained: Trained, frozen: dict[str, Any], x: jax.Array,
     `{"labels": oracle argmax [B, H, W], predictor: {variable: [B]}}` for each key of
     `predictors(trained)`; variables a predictor cannot measure are absent from its dict.
   """
-  labels = jnp.argmax(trained.oracle.apply({"params": frozen["oracle"]}, x), axis=-1)
+  labels = oracle_labels(trained, frozen, x)
   out = {"labels": labels}
   out["oracle"], _ = _areas(labels, None, trained, regions)
   if trained.segmentor is not None:
@@ -75,3 +80,11 @@ def structure_target(trained: Trained, variable: str, labels: jax.Array,
   the positional setting)."""
   cls, region = trained.structures[variable]
   return metrics.structure_mask(labels, cls, regions, region)
+
+
+def structure_union(trained: Trained, variable: str, labels_f: jax.Array,
+                    labels_cf: jax.Array, regions: jax.Array | None) -> jax.Array:
+  """T before dilation (SPEC §4): `variable`'s structure in the factual ∪ counterfactual
+  label maps, `[B, H, W]`."""
+  return (structure_target(trained, variable, labels_f, regions)
+          | structure_target(trained, variable, labels_cf, regions))

@@ -34,7 +34,6 @@ import numpy as np
 
 TERMS = ("total", "mean", "scale", "clip")
 STRUCTURE_STATS = ("x", "mu", "mu_cf", "sigma", "sigma_cf", "x_cf")
-PIXEL_SCALE = 127.5  # as evaluation.metrics
 
 
 def split_change(x, mu, sigma, mu_cf, sigma_cf, x_cf) -> dict[str, Any]:
@@ -64,17 +63,18 @@ def _jitted_parts(trained, variable: str):
     do = {variable: (t.graph.normalize({variable: target})[variable], mask)}
     out = cf_lib.counterfactual_decodes(t.models, {"pgm": t.frozen["pgm"], "hvae": hvae}, x,
                                         parents_n, do, rng)
-    labels_f = measure.measure(t, t.frozen, x, regions)["labels"]
-    labels_cf = measure.measure(t, t.frozen, out["x_cf"], regions)["labels"]
+    labels_f = measure.oracle_labels(t, t.frozen, x)
+    labels_cf = measure.oracle_labels(t, t.frozen, out["x_cf"])
     structure = measure.structure_target(t, variable, labels_f, regions)
     target_mask = metrics.dilate(
-        structure | measure.structure_target(t, variable, labels_cf, regions),
+        measure.structure_union(t, variable, labels_f, labels_cf, regions),
         int(t.config.evaluate.dilation))
     terms = split_change(x, out["mu"], out["sigma"], out["mu_cf"], out["sigma_cf"], out["x_cf"])
-    terms = {k: v * PIXEL_SCALE for k, v in terms.items()}
-    decodes = {k: (v + 1.0) * PIXEL_SCALE for k, v in
+    scale = metrics.PIXEL_SCALE
+    terms = {k: v * scale for k, v in terms.items()}
+    decodes = {k: (v + 1.0) * scale for k, v in
                (("x", x), ("x_cf", out["x_cf"]), ("mu", out["mu"]), ("mu_cf", out["mu_cf"]))}
-    decodes.update(sigma=out["sigma"] * PIXEL_SCALE, sigma_cf=out["sigma_cf"] * PIXEL_SCALE)
+    decodes.update(sigma=out["sigma"] * scale, sigma_cf=out["sigma_cf"] * scale)
     return terms, target_mask, structure, decodes
 
   return jax.jit(fn)
@@ -166,9 +166,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   configs = {m: user_cf.load_config(args.workdir, m) for m in methods}  # Checks each first.
   if not methods:
     raise FileNotFoundError(f"No trained method in {args.workdir}.")
+  from segcft_jax.evaluation import trained as trained_lib  # pylint: disable=g-import-not-at-top
+  for method, config in configs.items():  # Before any model is loaded.
+    areas = trained_lib.locate(config, tuple(config.scm.intervenable))
+    if args.variable not in areas:
+      raise ValueError(f"{args.variable!r} is not an area variable of {method} in "
+                       f"{args.workdir}; choose one of {', '.join(areas)}.")
   import jax  # pylint: disable=g-import-not-at-top
   from segcft_jax.data import datasets  # pylint: disable=g-import-not-at-top
-  from segcft_jax.evaluation import suite, trained as trained_lib  # pylint: disable=g-import-not-at-top
+  from segcft_jax.evaluation import suite  # pylint: disable=g-import-not-at-top
   result = {"workdir": args.workdir, "variable": args.variable, "change": change,
             "num_examples": args.num_examples, "seed": args.seed, "units": "0-255",
             "methods": {}}
@@ -176,9 +182,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config = configs[method]
     jax.config.update("jax_threefry_partitionable", bool(config.threefry_partitionable))
     t = trained_lib.load_trained(config, args.workdir, methods=[method], predictors=False)
-    if args.variable not in t.structures:
-      raise ValueError(f"{args.variable!r} is not an area variable of this workdir; choose one "
-                       f"of {', '.join(t.structures)}.")
     source = datasets.open_split(datasets.prepared_builder(config.data, args.workdir), "test")
     batches = suite.test_batches(source, t.input_keys, int(config.evaluate.batch_size),
                                  args.num_examples)

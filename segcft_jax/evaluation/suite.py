@@ -144,21 +144,16 @@ class Suite:
                   for w, a in measured[p].items()} for p in self.predictors}
     target = jnp.zeros(labels_f.shape, bool)  # [B, H, W]
     for v in t.structures:
-      s = self._structure_union(v, labels_f, measured["labels"], regions)
+      s = measure.structure_union(t, v, labels_f, measured["labels"], regions)
       target = target | (s & do_mask[v][:, None, None])
     loc = metrics.localisation(x, x_cf, target, self.cfg.dilation)
     return dict(targets=targets, errors=errors,
                 target_mask=metrics.dilate(target, self.cfg.dilation), **loc)
 
-  def _structure_union(self, variable, labels_f, labels_cf, regions):
-    """T before dilation: `variable`'s structure in the factual ∪ counterfactual label maps."""
-    return (measure.structure_target(self.t, variable, labels_f, regions)
-            | measure.structure_target(self.t, variable, labels_cf, regions))
-
   def _true_localisation(self, x, x_true, labels_f, labels_true, regions, variable):
     """`localisation` of the rendered true counterfactual: what a perfect x* changes outside
     T (e.g. under do(heart) the lungs refit to keep their visible areas)."""
-    target = self._structure_union(variable, labels_f, labels_true, regions)
+    target = measure.structure_union(self.t, variable, labels_f, labels_true, regions)
     return metrics.localisation(x, x_true, target, self.cfg.dilation)
 
   def _intervene(self, hvae, x, parents_n, do_raw, do_mask, labels_f, regions, rng) -> dict:
