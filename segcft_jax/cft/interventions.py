@@ -1,6 +1,7 @@
 """Interventions drawn during fine-tuning (SPEC §1; reference spec §4.3).
 
-Per example b, one intervenable variable k_b ~ U{1..V} is chosen, and its target is
+Per example b, one intervenable variable k_b is chosen — uniformly, k_b ~ U{1..V}, or with
+probabilities w_k / sum_j w_j given draw weights w — and its target is
 
 * `permutation` (default): the value of the same variable in example pi(b) of the batch, for
   one uniform random permutation pi per batch (a draw from the empirical marginal);
@@ -22,7 +23,8 @@ MODES = ("permutation", "relative")
 
 def sample_interventions(rng: jax.Array, values: Mapping[str, jax.Array],
                          variables: Sequence[str], mode: str = "permutation",
-                         relative_range: tuple[float, float] = (0.1, 0.3)
+                         relative_range: tuple[float, float] = (0.1, 0.3),
+                         weights: Sequence[float] | None = None
                          ) -> dict[str, tuple[jax.Array, jax.Array]]:
   """One intervention per example.
 
@@ -32,6 +34,8 @@ def sample_interventions(rng: jax.Array, values: Mapping[str, jax.Array],
     variables: intervenable variables.
     mode: one of `MODES`.
     relative_range: `(low, high)` magnitude of a relative change (mode `relative`).
+    weights: positive draw weight of each variable (None or all equal: the uniform draw,
+      bit-identical to omitting it).
 
   Returns:
     `{v: (target [B], mask [B] bool)}`; exactly one mask is true per example.
@@ -40,9 +44,15 @@ def sample_interventions(rng: jax.Array, values: Mapping[str, jax.Array],
     raise ValueError(f"Unknown intervention mode {mode!r}; choose one of {MODES}.")
   if not variables:
     raise ValueError("No intervenable variables (config.scm.intervenable is empty).")
+  if weights is not None and (len(weights) != len(variables) or min(weights) <= 0):
+    raise ValueError(f"Expected {len(variables)} positive draw weights, got {list(weights)}.")
   k_var, k_perm, k_sign = jax.random.split(rng, 3)
   batch = values[variables[0]].shape[0]
-  chosen = jax.random.randint(k_var, (batch,), 0, len(variables))  # [B]
+  if weights is None or len(set(weights)) == 1:
+    chosen = jax.random.randint(k_var, (batch,), 0, len(variables))  # [B]
+  else:
+    logits = jnp.log(jnp.asarray(weights, jnp.float32))
+    chosen = jax.random.categorical(k_var, logits, shape=(batch,))
   if mode == "permutation":
     perm = jax.random.permutation(k_perm, batch)
     targets = {v: values[v][perm] for v in variables}

@@ -47,6 +47,8 @@ class CounterfactualStep:
                intervenable: tuple[str, ...]):
     self.dscm, self.predictor, self.cfg = dscm, predictor, cfg
     self.intervenable = intervenable
+    draw = parse_weights(cfg.get("draw_weights", ""), intervenable, "draw_weights")
+    self.draw_weights = tuple(draw[v] for v in intervenable)
     if cfg.distance == "nll":
       if predictor.nll is None:
         raise ValueError(f"distance 'nll' needs a predictor with a likelihood (the regressor, "
@@ -80,7 +82,7 @@ class CounterfactualStep:
     values_n = self.factual(batch)
     do_data = interventions.sample_interventions(
         r_do, {v: batch[v] for v in self.intervenable}, self.intervenable,
-        self.cfg.intervention, tuple(self.cfg.relative_range))
+        self.cfg.intervention, tuple(self.cfg.relative_range), self.draw_weights)
     do = {v: (graph.normalize({v: t})[v], m) for v, (t, m) in do_data.items()}
     x_cf, values_cf_n = counterfactual(self.dscm, {"pgm": frozen["pgm"], "hvae": hvae_params},
                                        batch["image"], values_n, do, r_cf,
@@ -96,16 +98,18 @@ class CounterfactualStep:
     return dict(x_cf=x_cf, distances=distances, intervened=hit)
 
 
-def parse_weights(spec: str, names: tuple[str, ...]) -> dict[str, float]:
-  """Per-measurement weights of the auxiliary loss from `"<structure>=<w>,..."`.
+def parse_weights(spec: str, names: tuple[str, ...], field: str = "distance_weights"
+                  ) -> dict[str, float]:
+  """Per-name weights from `"<structure>=<w>,..."` (config field `field`).
 
-  A weight applies to every measurement `<structure>_area[_<region>]` (regressor, global or
+  A weight applies to every name `<structure>_area[_<region>]` (regressor, global or
   regional soft area alike, so every method weighs the same structures) and to a
-  measurement of exactly that name (e.g. `thickness`); the rest weigh 1.
-  `aux = sum_m w_m mean_b d_m`.
+  name of exactly that structure (e.g. `thickness`); the rest weigh 1. `distance_weights`
+  weighs measurements, `aux = sum_m w_m mean_b d_m`; `draw_weights` weighs intervenable
+  variables, drawn per example with probability w_v / sum_u w_u.
 
   Raises:
-    ValueError: a malformed entry, a non-positive weight, or a structure no measurement has.
+    ValueError: a malformed entry, a non-positive weight, or a structure none of `names` has.
   """
   weights = {m: 1.0 for m in names}
   for item in filter(None, (p.strip() for p in spec.split(","))):
@@ -116,12 +120,12 @@ def parse_weights(spec: str, names: tuple[str, ...]) -> dict[str, float]:
     except ValueError:
       w = float("nan")
     if not (w > 0 and math.isfinite(w)):
-      raise ValueError(f"distance_weights entry {item!r}: expected <structure>=<positive "
+      raise ValueError(f"{field} entry {item!r}: expected <structure>=<positive "
                        f"number>, e.g. 'calcified=3'.")
     hit = [m for m in names if m == structure or m.startswith(structure + "_area")]
     if not hit:
-      raise ValueError(f"distance_weights names {structure!r}, which no measurement has; "
-                       f"measurements: {', '.join(names)}.")
+      raise ValueError(f"{field} names {structure!r}, which none of {', '.join(names)} "
+                       f"has.")
     weights.update({m: w for m in hit})
   return weights
 

@@ -61,6 +61,7 @@ def check_config(config: ml_collections.ConfigDict, name: str) -> None:
                        f"{binary} are binary.")
   # The variables' names stand for every method's measurements (<structure>_area[...]).
   parse_weights(cfg.get("distance_weights", ""), cft_variables(config))
+  parse_weights(cfg.get("draw_weights", ""), tuple(config.scm.intervenable), "draw_weights")
 
 
 def make_dscm(config: ml_collections.ConfigDict) -> DSCM:

@@ -29,6 +29,21 @@ def test_relative_targets_lie_in_the_range():
   assert (signs > 0).any() and (signs < 0).any()
 
 
+def test_draw_weights_set_the_draw_frequencies():
+  big = {v: jnp.tile(x, 128) for v, x in VALUES.items()}  # 4,096 examples
+  do = sample_interventions(jax.random.PRNGKey(2), big, ("a", "b", "c"), weights=(2.0, 1.0, 1.0))
+  share = np.array([np.asarray(do[v][1]).mean() for v in "abc"])
+  np.testing.assert_allclose(share, [0.5, 0.25, 0.25], atol=0.03)  # 4 sigma ~ 0.03
+  assert (np.stack([np.asarray(do[v][1]) for v in "abc"]).sum(axis=0) == 1).all()
+  # Equal weights are the uniform draw, bit for bit (defaults keep their numbers).
+  uniform = sample_interventions(jax.random.PRNGKey(2), big, ("a", "b", "c"))
+  equal = sample_interventions(jax.random.PRNGKey(2), big, ("a", "b", "c"), weights=(3.0,) * 3)
+  for v in "abc":
+    np.testing.assert_array_equal(np.asarray(uniform[v][1]), np.asarray(equal[v][1]))
+  with pytest.raises(ValueError, match="positive draw weights"):
+    sample_interventions(jax.random.PRNGKey(0), VALUES, ("a", "b"), weights=(1.0, 0.0))
+
+
 def test_bad_mode_and_empty_variables():
   with pytest.raises(ValueError, match="permutation"):
     sample_interventions(jax.random.PRNGKey(0), VALUES, ("a",), mode="swap")

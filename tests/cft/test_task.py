@@ -168,7 +168,7 @@ def test_distance_weights_apply_to_every_measurement_of_a_structure():
   # The same spec weighs the global soft area (Seg-CFT) and the regressor's variable alike.
   assert task_lib.parse_weights("calcified=3", ("lumen_area", "calcified_area")) == {
       "lumen_area": 1.0, "calcified_area": 3.0}
-  with pytest.raises(ValueError, match="no measurement has"):
+  with pytest.raises(ValueError, match="names .heart., which none of"):
     task_lib.parse_weights("heart=2", regional)
   for bad in ("calcified", "calcified=0", "calcified=x"):
     with pytest.raises(ValueError, match="positive"):

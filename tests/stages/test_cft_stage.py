@@ -42,8 +42,10 @@ def test_pos_seg_cft_needs_the_positional_setting(tmp_path):
 @pytest.mark.parametrize("stage,overrides,message", [
     ("cft_seg", {"cft_seg.distance": "nll"}, "cft_seg.distance='nll'"),
     ("cft_reg", {"cft_reg.distance": "nll", "regressor.loss": "mse"}, "regressor loss is 'mse'"),
-    ("cft_seg", {"cft_seg.distance_weights": "hart=2"}, "'hart', which no measurement has"),
-], ids=["nll_needs_cft_reg", "nll_needs_a_gaussian_regressor", "weights_typo"])
+    ("cft_seg", {"cft_seg.distance_weights": "hart=2"}, "distance_weights names 'hart'"),
+    ("cft_reg", {"cft_reg.draw_weights": "heart=0"}, "draw_weights entry 'heart=0'"),
+], ids=["nll_needs_cft_reg", "nll_needs_a_gaussian_regressor", "weights_typo",
+        "draw_weight_not_positive"])
 def test_cft_settings_are_checked_before_any_work(tmp_path, stage, overrides, message):
   # A setting the stage cannot run with fails before the data stage writes anything.
   chest = config_files.load(os.path.join(ROOT, "configs", "synth_chest.py:quick"))
