@@ -13,6 +13,9 @@ Per batch (x, v) with v the factual variables in data units:
 5. loss = w aux - (lambda - damping sg(epsilon - nelbo)) (epsilon - nelbo)  (`lagrangian`),
    w = `aux_weight` (1 in the reference, whose `alpha` scales only the logged aux).
 
+Optional curriculum (`focus`, `focus_steps` = N): the first N steps draw interventions only on
+the focused structures' variables, the rest on all of them (`focus_mask`).
+
 Trainable parameters are `{"hvae": ..., "lmbda": scalar}`; the PGM and the predictor are the
 step's `frozen` argument `{"pgm": ..., "predictor": ...}` and never reach the optimiser.
 """
@@ -49,6 +52,8 @@ class CounterfactualStep:
     self.intervenable = intervenable
     draw = parse_weights(cfg.get("draw_weights", ""), intervenable, "draw_weights")
     self.draw_weights = tuple(draw[v] for v in intervenable)
+    self.focus_steps = int(cfg.get("focus_steps", 0))
+    self.in_focus = focus_mask(cfg, intervenable)
     if cfg.distance == "nll":
       if predictor.nll is None:
         raise ValueError(f"distance 'nll' needs a predictor with a likelihood (the regressor, "
@@ -71,18 +76,21 @@ class CounterfactualStep:
 
   def __call__(self, hvae_params: Any, frozen: Mapping[str, Any],
                batch: Mapping[str, jax.Array], rng: jax.Array,
-               latents: Any = None, factual: Any = None) -> dict[str, Any]:
+               latents: Any = None, factual: Any = None, step: Any = None) -> dict[str, Any]:
     """`x_cf`, per-measurement distances `[B]`, and which measurements were intervened.
 
     `latents`: posterior samples of this batch to abduct with (None: a fresh abduction);
-    `factual`: their decode under the factual parents, if already computed.
+    `factual`: their decode under the factual parents, if already computed; `step`: the
+    training step (None: after training), which decides whether the focus is active.
     """
     graph = self.dscm.graph
     r_do, r_cf = jax.random.split(rng)
     values_n = self.factual(batch)
     do_data = interventions.sample_interventions(
         r_do, {v: batch[v] for v in self.intervenable}, self.intervenable,
-        self.cfg.intervention, tuple(self.cfg.relative_range), self.draw_weights)
+        self.cfg.intervention, tuple(self.cfg.relative_range), self.draw_weights,
+        None if self.in_focus is None or step is None
+        else (self.in_focus, step < self.focus_steps))
     do = {v: (graph.normalize({v: t})[v], m) for v, (t, m) in do_data.items()}
     x_cf, values_cf_n = counterfactual(self.dscm, {"pgm": frozen["pgm"], "hvae": hvae_params},
                                        batch["image"], values_n, do, r_cf,
@@ -98,25 +106,52 @@ class CounterfactualStep:
     return dict(x_cf=x_cf, distances=distances, intervened=hit)
 
 
-def parse_weights(spec: str, names: tuple[str, ...], field: str = "distance_weights"
-                  ) -> dict[str, float]:
+def focus_mask(cfg: ml_collections.ConfigDict, intervenable: tuple[str, ...]
+               ) -> tuple[bool, ...] | None:
+  """Which intervenable variables the curriculum's first `focus_steps` steps draw from.
+
+  With `focus_steps` = N > 0, training steps 0..N-1 intervene only on the variables of the
+  structures named by `focus` (e.g. "calcified"), the remaining steps on all of them.
+
+  Returns:
+    One bool per variable, or None without a curriculum (`focus_steps` = 0).
+
+  Raises:
+    ValueError: a negative `focus_steps`, N >= `num_steps`, or N > 0 without a valid focus.
+  """
+  steps, spec = int(cfg.get("focus_steps", 0)), cfg.get("focus", "")
+  if steps < 0 or (steps > 0 and steps >= int(cfg.num_steps)):
+    raise ValueError(f"focus_steps={steps} must lie in [0, num_steps={cfg.num_steps}).")
+  if steps == 0:
+    return None
+  mask = tuple(parse_weights(spec, intervenable, "focus", default=0.0)[v] > 0
+               for v in intervenable)
+  if not any(mask):
+    raise ValueError(f"focus_steps={steps} needs a focus naming intervenable structures, "
+                     f"e.g. focus='calcified'; got focus={spec!r}.")
+  return mask
+
+
+def parse_weights(spec: str, names: tuple[str, ...], field: str = "distance_weights",
+                  default: float = 1.0) -> dict[str, float]:
   """Per-name weights from `"<structure>=<w>,..."` (config field `field`).
 
   A weight applies to every name `<structure>_area[_<region>]` (regressor, global or
   regional soft area alike, so every method weighs the same structures) and to a
   name of exactly that structure (e.g. `thickness`); the rest weigh 1. `distance_weights`
   weighs measurements, `aux = sum_m w_m mean_b d_m`; `draw_weights` weighs intervenable
-  variables, drawn per example with probability w_v / sum_u w_u.
+  variables, drawn per example with probability w_v / sum_u w_u. `focus` ("calcified", a
+  bare structure meaning weight 1, `default` 0) names the variables of the curriculum.
 
   Raises:
     ValueError: a malformed entry, a non-positive weight, or a structure none of `names` has.
   """
-  weights = {m: 1.0 for m in names}
+  weights = {m: default for m in names}
   for item in filter(None, (p.strip() for p in spec.split(","))):
     structure, sep, value = item.partition("=")
     structure = structure.strip()
     try:
-      w = float(value) if sep else float("nan")
+      w = float(value) if sep else (1.0 if field == "focus" else float("nan"))
     except ValueError:
       w = float("nan")
     if not (w > 0 and math.isfinite(w)):
@@ -148,7 +183,7 @@ def cft_task(name: str, config: ml_collections.ConfigDict, dscm: DSCM, predictor
   """
   cfg = config[name]
   beta = config.hvae.beta
-  step = CounterfactualStep(dscm, predictor, cfg, tuple(config.scm.intervenable))
+  cf_step = CounterfactualStep(dscm, predictor, cfg, tuple(config.scm.intervenable))
   weights = parse_weights(cfg.get("distance_weights", ""), predictor.names)
   hvae = dscm.hvae
 
@@ -158,21 +193,22 @@ def cft_task(name: str, config: ml_collections.ConfigDict, dscm: DSCM, predictor
 
   def elbo(hvae_params, batch, rng, training):
     r_sample, r_drop = jax.random.split(rng)
-    pa = dscm.parent_vector(step.factual(batch))
+    pa = dscm.parent_vector(cf_step.factual(batch))
     return hvae.apply({"params": hvae_params}, batch["image"], pa, beta, training=training,
                       return_latents=reuse, rngs={"sample": r_sample, "cond_dropout": r_drop})
 
   def init(rng, batch):
-    pa = dscm.parent_vector(step.factual(batch))[:1]
+    pa = dscm.parent_vector(cf_step.factual(batch))[:1]
     params = hvae.init({"params": rng, "sample": rng, "cond_dropout": rng},
                        batch["image"][:1], pa)["params"]
     return {"hvae": params, "lmbda": jnp.asarray(cfg.lmbda_init, jnp.float32)}
 
-  def loss_fn(params, batch, rng, frozen):
+  def loss_fn(params, batch, rng, frozen, step=None):
     r_elbo, r_cf = jax.random.split(rng)
     terms = elbo(params["hvae"], batch, r_elbo, training=True)
     nelbo = terms["nelbo"].mean()
-    out = step(params["hvae"], frozen, batch, r_cf, terms.get("latents"), terms.get("factual"))
+    out = cf_step(params["hvae"], frozen, batch, r_cf, terms.get("latents"),
+                  terms.get("factual"), step)
     aux = sum(weights[m] * d.mean() for m, d in out["distances"].items())
     loss = lagrangian.lagrangian(cfg.aux_weight * aux, nelbo, params["lmbda"], epsilon,
                                  cfg.damping)
@@ -183,7 +219,7 @@ def cft_task(name: str, config: ml_collections.ConfigDict, dscm: DSCM, predictor
   def eval_fn(params, batch, frozen, rng):
     r_elbo, r_cf = jax.random.split(rng)
     terms = elbo(params["hvae"], batch, r_elbo, training=False)
-    out = step(params["hvae"], frozen, batch, r_cf, terms.get("latents"), terms.get("factual"))
+    out = cf_step(params["hvae"], frozen, batch, r_cf, terms.get("latents"), terms.get("factual"))
     hit = {m: v.astype(jnp.float32) for m, v in out["intervened"].items()}
     n_hit = sum(hit.values())
     n_other = len(hit) - n_hit
@@ -197,7 +233,9 @@ def cft_task(name: str, config: ml_collections.ConfigDict, dscm: DSCM, predictor
                  "parents": list(dscm.parents), "image_size": config.data.image_size,
                  "predictor": predictor.kind, "measurements": list(predictor.names),
                  "train_encoder": bool(cfg.train_encoder)}
+  # With a curriculum (focus_steps > 0) the training step passes its counter as `step`.
   return Task(name=name, init=init, loss_fn=loss_fn, eval_fn=eval_fn, fingerprint=fingerprint,
+              step_aware=cf_step.in_focus is not None,
               make_optimizer=lagrangian.make_optimizer, project=lagrangian.project,
               pretrained=None if pretrained_hvae is None else {
                   "hvae": pretrained_hvae, "lmbda": jnp.asarray(cfg.lmbda_init, jnp.float32)})

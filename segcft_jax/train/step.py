@@ -44,8 +44,9 @@ def make_train_step(
 
   def step(state: TrainState, batch, frozen):
     key = jax.random.fold_in(rng, state.step)
+    extra = {"step": state.step} if task.step_aware else {}
     (loss, metrics), grads = jax.value_and_grad(task.loss_fn, has_aux=True)(
-        state.params, batch, key, frozen)
+        state.params, batch, key, frozen, **extra)
     grad_norm = optax.tree.norm(grads)
     ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & (grad_norm < skip)
 

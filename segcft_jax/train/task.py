@@ -44,6 +44,8 @@ class Task:
     pretrained: initial parameters (e.g. a pretrained model to fine-tune). When given, the
       state starts from them (passed to the jitted init as an argument, not baked into it)
       and `init` is used only for shapes.
+    step_aware: the training step passes its step counter to `loss_fn` as keyword `step`
+      (a traced int32 scalar; e.g. a schedule of the interventions drawn).
   """
 
   name: str
@@ -54,6 +56,7 @@ class Task:
   make_optimizer: Callable[[ml_collections.ConfigDict], optax.GradientTransformation] | None = None
   project: Callable[[Params], Params] | None = None
   pretrained: Params | None = None
+  step_aware: bool = False
 
   def optimizer(self, cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """The optimiser of this task under stage config `cfg`."""

@@ -44,6 +44,16 @@ def test_draw_weights_set_the_draw_frequencies():
     sample_interventions(jax.random.PRNGKey(0), VALUES, ("a", "b"), weights=(1.0, 0.0))
 
 
+def test_an_active_focus_draws_only_its_variables():
+  for active, expect in ((True, {"b"}), (False, {"a", "b", "c"})):
+    do = sample_interventions(jax.random.PRNGKey(4), VALUES, ("a", "b", "c"),
+                              focus=((False, True, False), jnp.asarray(active)))
+    assert {v for v in "abc" if np.asarray(do[v][1]).any()} == expect
+  with pytest.raises(ValueError, match="focus must name"):
+    sample_interventions(jax.random.PRNGKey(0), VALUES, ("a", "b"),
+                         focus=((False, False), jnp.asarray(True)))
+
+
 def test_bad_mode_and_empty_variables():
   with pytest.raises(ValueError, match="permutation"):
     sample_interventions(jax.random.PRNGKey(0), VALUES, ("a",), mode="swap")

@@ -173,3 +173,44 @@ def test_distance_weights_apply_to_every_measurement_of_a_structure():
   for bad in ("calcified", "calcified=0", "calcified=x"):
     with pytest.raises(ValueError, match="positive"):
       task_lib.parse_weights(bad, regional)
+
+
+def test_focus_curriculum_draws_only_the_focused_structure_first(tmp_path, chest_records):
+  records = chest_records(16)
+  config = _config(num_steps=2)
+  with config.unlocked():
+    config.cft_seg.update(focus="heart", focus_steps=1)
+  task, frozen, batch = _setup(config, epsilon=5.0, records=records)
+  assert task.step_aware
+  dscm = cft_stage.make_dscm(config)
+  unet = segmentor.make_unet(config.segmentor.model, 4)
+  predictor = predictors.segmentor_predictor(
+      unet, predictors.segmentor_measurements(config, cft_stage.cft_variables(config), False),
+      "segmentor")
+  cf_step = task_lib.CounterfactualStep(dscm, predictor, config.cft_seg,
+                                        tuple(config.scm.intervenable))
+  batch = {k: jnp.asarray(v) for k, v in batch.items()}
+  hits = {}
+  for step in (0, 1):
+    out = cf_step(task.pretrained["hvae"], frozen, batch, jax.random.PRNGKey(3),
+                  step=jnp.asarray(step))
+    hits[step] = {m: int(np.asarray(h).sum()) for m, h in out["intervened"].items()}
+  assert hits[0]["heart_area"] == 8 and hits[0]["left_lung_area"] == 0 == hits[0]["right_lung_area"]
+  assert hits[1]["heart_area"] < 8 and sum(hits[1].values()) == 8
+  # The training step hands its counter to the loss: the curriculum runs through `fit`.
+  state = _fit(config, task, frozen, 1, str(tmp_path), records).state
+  assert int(state.step) == 2 and int(state.skipped) == 0
+
+
+@pytest.mark.parametrize("focus,steps,message", [
+    ("", 5, "needs a focus"), ("hart", 5, "focus names 'hart'"), ("heart", 20, "num_steps"),
+    ("heart", -1, "num_steps")])
+def test_focus_mask_refuses_bad_settings(focus, steps, message):
+  config = _config(num_steps=20)
+  with config.unlocked():
+    config.cft_seg.update(focus=focus, focus_steps=steps)
+  with pytest.raises(ValueError, match=message):
+    task_lib.focus_mask(config.cft_seg, tuple(config.scm.intervenable))
+  with config.unlocked():
+    config.cft_seg.focus_steps = 0  # No curriculum: the focus is ignored.
+  assert task_lib.focus_mask(config.cft_seg, tuple(config.scm.intervenable)) is None
