@@ -124,7 +124,7 @@ def focus_mask(cfg: ml_collections.ConfigDict, intervenable: tuple[str, ...]
     raise ValueError(f"focus_steps={steps} must lie in [0, num_steps={cfg.num_steps}).")
   if steps == 0:
     return None
-  mask = tuple(parse_weights(spec, intervenable, "focus", default=0.0)[v] > 0
+  mask = tuple(parse_weights(spec, intervenable, "focus", default=0.0, bare=1.0)[v] > 0
                for v in intervenable)
   if not any(mask):
     raise ValueError(f"focus_steps={steps} needs a focus naming intervenable structures, "
@@ -133,15 +133,16 @@ def focus_mask(cfg: ml_collections.ConfigDict, intervenable: tuple[str, ...]
 
 
 def parse_weights(spec: str, names: tuple[str, ...], field: str = "distance_weights",
-                  default: float = 1.0) -> dict[str, float]:
+                  default: float = 1.0, bare: float | None = None) -> dict[str, float]:
   """Per-name weights from `"<structure>=<w>,..."` (config field `field`).
 
   A weight applies to every name `<structure>_area[_<region>]` (regressor, global or
   regional soft area alike, so every method weighs the same structures) and to a
-  name of exactly that structure (e.g. `thickness`); the rest weigh 1. `distance_weights`
-  weighs measurements, `aux = sum_m w_m mean_b d_m`; `draw_weights` weighs intervenable
-  variables, drawn per example with probability w_v / sum_u w_u. `focus` ("calcified", a
-  bare structure meaning weight 1, `default` 0) names the variables of the curriculum.
+  name of exactly that structure (e.g. `thickness`); the rest weigh `default`. A bare
+  `<structure>` weighs `bare` (None: refused). `distance_weights` weighs measurements,
+  `aux = sum_m w_m mean_b d_m`; `draw_weights` weighs intervenable variables, drawn per
+  example with probability w_v / sum_u w_u; `focus` ("calcified": bare 1, default 0) names
+  the variables of the curriculum.
 
   Raises:
     ValueError: a malformed entry, a non-positive weight, or a structure none of `names` has.
@@ -151,7 +152,7 @@ def parse_weights(spec: str, names: tuple[str, ...], field: str = "distance_weig
     structure, sep, value = item.partition("=")
     structure = structure.strip()
     try:
-      w = float(value) if sep else (1.0 if field == "focus" else float("nan"))
+      w = float(value) if sep else (float("nan") if bare is None else bare)
     except ValueError:
       w = float("nan")
     if not (w > 0 and math.isfinite(w)):

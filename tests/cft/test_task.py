@@ -33,12 +33,17 @@ def _config(num_steps=2):
   return config
 
 
+def _predictor(config):
+  """The global Seg-CFT predictor and its U-Net module."""
+  unet = segmentor.make_unet(config.segmentor.model, 4)
+  return predictors.segmentor_predictor(
+      unet, predictors.segmentor_measurements(config, cft_stage.cft_variables(config), False),
+      "segmentor"), unet
+
+
 def _setup(config, epsilon, records):
   dscm = cft_stage.make_dscm(config)
-  unet = segmentor.make_unet(config.segmentor.model, 4)
-  predictor = predictors.segmentor_predictor(
-      unet, predictors.segmentor_measurements(config, cft_stage.cft_variables(config), False),
-      "segmentor")
+  predictor, unet = _predictor(config)
   batch = pipeline.train_dataset(records, KEYS, 8, seed=0)[0]
   k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
   frozen = {"pgm": dscm.pgm.init(k1),
@@ -182,13 +187,8 @@ def test_focus_curriculum_draws_only_the_focused_structure_first(tmp_path, chest
     config.cft_seg.update(focus="heart", focus_steps=1)
   task, frozen, batch = _setup(config, epsilon=5.0, records=records)
   assert task.step_aware
-  dscm = cft_stage.make_dscm(config)
-  unet = segmentor.make_unet(config.segmentor.model, 4)
-  predictor = predictors.segmentor_predictor(
-      unet, predictors.segmentor_measurements(config, cft_stage.cft_variables(config), False),
-      "segmentor")
-  cf_step = task_lib.CounterfactualStep(dscm, predictor, config.cft_seg,
-                                        tuple(config.scm.intervenable))
+  cf_step = task_lib.CounterfactualStep(cft_stage.make_dscm(config), _predictor(config)[0],
+                                        config.cft_seg, tuple(config.scm.intervenable))
   batch = {k: jnp.asarray(v) for k, v in batch.items()}
   hits = {}
   for step in (0, 1):
