@@ -25,12 +25,12 @@ units (difference x 127.5); structure intensities in 0-255 ((v + 1) x 127.5).
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import sys
 from typing import Any, Sequence
 
 import numpy as np
+
+from segcft_jax.evaluation import command
 
 TERMS = ("total", "mean", "scale", "clip")
 STRUCTURE_STATS = ("x", "mu", "mu_cf", "sigma", "sigma_cf", "x_cf")
@@ -203,20 +203,12 @@ def format_line(method: str, r: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs the command; returns the exit status (0 ok, 1 bad input; argparse exits 2)."""
-  args = parser().parse_args(argv)
-  logging.getLogger("absl").setLevel(logging.WARNING)
-  try:
-    result = run(args)
-  except (ValueError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  print(f"{args.variable} {args.change}, first {args.num_examples} test examples (0-255):")
-  for method, r in result["methods"].items():
-    print(format_line(method, r))
-  if args.out:
-    with open(args.out, "w") as fh:
-      json.dump(result, fh, indent=1)
-  return 0
+
+  def lines(args, result):
+    head = f"{args.variable} {args.change}, first {args.num_examples} test examples (0-255):"
+    return [head] + [format_line(m, r) for m, r in result["methods"].items()]
+
+  return command.run_command(parser(), run, lines, argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,160 @@
+"""Which parts of a CFT stage's predictor loss pull its HVAE in which direction.
+
+The CFT predictor loss (`cft.task`) is `aux = sum_m w_m mean_b d_m(b)` over every measurement
+m. For one structure S (e.g. "calcified": the measurements `calcified_area[_<region>]`) this
+command splits it by where each term comes from,
+
+    aux = S_intervened + S_preserved + other_intervened + other_preserved,
+
+(`S_intervened`: the terms of S's measurements in the examples whose drawn intervention hit
+them; `preserved`: those that must stay) and reports, at the pretrained HVAE (`no_cft`) and at
+the stage's fine-tuned EMA weights, each part's value, the norm of its HVAE gradient and the
+cosine between every two parts' gradients (summed over the batches):
+
+    python -m segcft_jax.evaluation.gradient_conflict --workdir=runs/synth_vessel_positional \
+        --stage=cft_pos_seg --structure=calcified [--batches=6] [--out=parts.json]
+
+A structure whose intervened part has a small gradient, opposed (negative cosine) by its own
+preserved part or by the others, is one the stage's update does not move. Batches are the
+stage's first training batches; interventions are drawn as in training (the stage's
+`intervention`, `draw_weights`; no curriculum), the abduction is a fresh posterior sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Sequence
+
+import numpy as np
+
+from segcft_jax.evaluation import command
+
+PARTS = ("intervened", "preserved", "other_intervened", "other_preserved")
+
+
+def split_aux(distances: dict[str, Any], intervened: dict[str, Any], weights: dict[str, float],
+              in_structure: Sequence[str]) -> Any:
+  """`[4]` = the four parts (`PARTS`) of `aux = sum_m w_m mean_b d_m(b)`; they sum to aux.
+
+  Args:
+    distances: `{m: [B]}` per-example distances.
+    intervened: `{m: [B] bool}` whether example b's intervention hit m.
+    weights: `{m: w_m}`.
+    in_structure: the measurements of the structure.
+  """
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  parts = [0.0] * 4
+  for m, d in distances.items():
+    hit = intervened[m].astype(d.dtype)
+    base = 0 if m in in_structure else 2
+    parts[base] += weights[m] * (d * hit).mean()
+    parts[base + 1] += weights[m] * (d * (1.0 - hit)).mean()
+  return jnp.stack([jnp.asarray(p, jnp.float32) for p in parts])
+
+
+def summarise(values: np.ndarray, grads: np.ndarray) -> dict[str, Any]:
+  """Mean part values, gradient norms per batch and cosines of the summed gradients.
+
+  Args:
+    values: `[N, 4]` part values of N batches.
+    grads: `[N, 4, P]` flattened gradients.
+  """
+  total = grads.sum(axis=0)  # [4, P]
+  norms = np.linalg.norm(total, axis=1)
+  cos = total @ total.T / np.maximum(np.outer(norms, norms), 1e-30)
+  return {"value": dict(zip(PARTS, values.mean(axis=0).tolist())),
+          "grad_norm": dict(zip(PARTS, (norms / len(grads)).tolist())),
+          "cosine": {a: dict(zip(PARTS, cos[i].tolist())) for i, a in enumerate(PARTS)}}
+
+
+def parser() -> argparse.ArgumentParser:
+  """The command's flags (argparse, so `main` can be called in-process by tests)."""
+  p = argparse.ArgumentParser(prog="python -m segcft_jax.evaluation.gradient_conflict",
+                              description=__doc__.split("\n\n")[0])
+  p.add_argument("--workdir", required=True, help="trained workdir")
+  p.add_argument("--stage", required=True, help="cft_reg, cft_seg or cft_pos_seg")
+  p.add_argument("--structure", required=True, help="e.g. calcified, heart, left_lung")
+  p.add_argument("--batches", type=int, default=6, help="first N training batches")
+  p.add_argument("--seed", type=int, default=0, help="key of interventions and abductions")
+  p.add_argument("--out", help="write the results as JSON to this path")
+  return p
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+  """Loads the stage's DSCM and predictor and splits its aux at both sets of weights."""
+  from segcft_jax.cft import methods as methods_lib  # pylint: disable=g-import-not-at-top
+  from segcft_jax.evaluation import user_cf  # pylint: disable=g-import-not-at-top
+  stages = {s: m for m, s in methods_lib.METHODS.items() if s != "hvae"}
+  if args.stage not in stages:
+    raise ValueError(f"--stage={args.stage!r}: choose one of {', '.join(stages)}.")
+  if args.batches < 1:
+    raise ValueError(f"--batches must be >= 1, got {args.batches}.")
+  config = user_cf.load_config(args.workdir, stages[args.stage])
+  # pylint: disable=g-import-not-at-top
+  import jax
+  from segcft_jax.cft.task import CounterfactualStep, parse_weights
+  from segcft_jax.stages import cft, pgm, setup
+  # pylint: enable=g-import-not-at-top
+  jax.config.update("jax_threefry_partitionable", bool(config.threefry_partitionable))
+  kind = cft.PREDICTORS[args.stage]
+  data = setup.prepare(config, args.workdir, args.stage, cft.data_keys(config, kind))
+  predictor, predictor_params = cft.make_predictor(config, args.workdir, kind, data)
+  in_structure = [m for m in predictor.names
+                  if m == args.structure or m.startswith(args.structure + "_area")]
+  if not in_structure or len(in_structure) == len(predictor.names):
+    raise ValueError(f"--structure={args.structure!r} must name some but not all of the "
+                     f"measurements {', '.join(predictor.names)}.")
+  cfg = config[args.stage]
+  step = CounterfactualStep(cft.make_dscm(config), predictor, cfg, tuple(config.scm.intervenable))
+  weights = parse_weights(cfg.get("distance_weights", ""), predictor.names)
+  frozen = {"pgm": setup.load_ema_params(config, args.workdir, "pgm", pgm.pgm_task(config), data),
+            "predictor": predictor_params}
+
+  def parts(hvae, batch, rng):
+    out = step(hvae, frozen, batch, rng)
+    return split_aux(out["distances"], out["intervened"], weights, in_structure)
+
+  fn = jax.jit(lambda hvae, batch, rng: (parts(hvae, batch, rng),
+                                         jax.jacrev(parts)(hvae, batch, rng)))
+  result = {"workdir": args.workdir, "stage": args.stage, "structure": args.structure,
+            "measurements": in_structure, "batches": args.batches, "seed": args.seed,
+            "weights": {}}
+  for method in ("no_cft", stages[args.stage]):
+    hvae = methods_lib.load_method(config, args.workdir, method, data)
+    values, grads = [], []
+    for i in range(args.batches):
+      batch = jax.tree.map(jax.numpy.asarray, data.train[i])
+      v, jac = jax.device_get(fn(hvae, batch, jax.random.fold_in(
+          jax.random.PRNGKey(args.seed), i)))
+      values.append(v)
+      grads.append(np.concatenate([g.reshape(4, -1) for g in jax.tree.leaves(jac)], axis=1))
+    result["weights"][method] = summarise(np.stack(values), np.stack(grads))
+  return result
+
+
+def format_lines(structure: str, method: str, r: dict[str, Any]) -> list[str]:
+  """A method's printed block: values and gradient norms, then the cosine matrix."""
+  names = [n.replace("intervened", "int").replace("preserved", "pres") for n in PARTS]
+  names[:2] = [f"{structure}_{n}" for n in names[:2]]
+  lines = [f"{method}: " + ", ".join(
+      f"{n} {r['value'][p]:.3f} (|grad| {r['grad_norm'][p]:.3f})" for n, p in zip(names, PARTS))]
+  for n, p in zip(names, PARTS):
+    lines.append(f"  cos {n:>22s}: " + " ".join(f"{r['cosine'][p][q]:+.3f}" for q in PARTS))
+  return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Runs the command; returns the exit status (0 ok, 1 bad input; argparse exits 2)."""
+
+  def lines(args, result):
+    head = (f"{args.stage}, structure {args.structure}, first {args.batches} training batches "
+            f"(aux parts, gradient norms per batch, cosines in the order {', '.join(PARTS)}):")
+    return [head] + [line for m, r in result["weights"].items()
+                     for line in format_lines(args.structure, m, r)]
+
+  return command.run_command(parser(), run, lines, argv)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
