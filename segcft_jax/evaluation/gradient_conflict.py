@@ -17,7 +17,9 @@ cosine between every two parts' gradients (summed over the batches):
 A structure whose intervened part has a small gradient, opposed (negative cosine) by its own
 preserved part or by the others, is one the stage's update does not move. Batches are the
 stage's first training batches; interventions are drawn as in training (the stage's
-`intervention`, `draw_weights`; no curriculum), the abduction is a fresh posterior sample.
+`intervention`, `draw_weights`; no curriculum), the abduction is a fresh posterior sample,
+and the gradients are taken with respect to every HVAE parameter (the encoder's too, where
+the stage trained the decoder only).
 """
 
 from __future__ import annotations
@@ -100,9 +102,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   kind = cft.PREDICTORS[args.stage]
   data = setup.prepare(config, args.workdir, args.stage, cft.data_keys(config, kind))
   predictor, predictor_params = cft.make_predictor(config, args.workdir, kind, data)
-  in_structure = [m for m in predictor.names
-                  if m == args.structure or m.startswith(args.structure + "_area")]
-  if not in_structure or len(in_structure) == len(predictor.names):
+  chosen = parse_weights(args.structure, predictor.names, "--structure", default=0.0, bare=1.0)
+  in_structure = [m for m in predictor.names if chosen[m] > 0]
+  if len(in_structure) == len(predictor.names):
     raise ValueError(f"--structure={args.structure!r} must name some but not all of the "
                      f"measurements {', '.join(predictor.names)}.")
   cfg = config[args.stage]
@@ -111,12 +113,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   frozen = {"pgm": setup.load_ema_params(config, args.workdir, "pgm", pgm.pgm_task(config), data),
             "predictor": predictor_params}
 
-  def parts(hvae, batch, rng):
+  def parts(hvae, frozen, batch, rng):
     out = step(hvae, frozen, batch, rng)
     return split_aux(out["distances"], out["intervened"], weights, in_structure)
 
-  fn = jax.jit(lambda hvae, batch, rng: (parts(hvae, batch, rng),
-                                         jax.jacrev(parts)(hvae, batch, rng)))
+  fn = jax.jit(lambda *a: (parts(*a), jax.jacrev(parts)(*a)))
   result = {"workdir": args.workdir, "stage": args.stage, "structure": args.structure,
             "measurements": in_structure, "batches": args.batches, "seed": args.seed,
             "weights": {}}
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     values, grads = [], []
     for i in range(args.batches):
       batch = jax.tree.map(jax.numpy.asarray, data.train[i])
-      v, jac = jax.device_get(fn(hvae, batch, jax.random.fold_in(
+      v, jac = jax.device_get(fn(hvae, frozen, batch, jax.random.fold_in(
           jax.random.PRNGKey(args.seed), i)))
       values.append(v)
       grads.append(np.concatenate([g.reshape(4, -1) for g in jax.tree.leaves(jac)], axis=1))
