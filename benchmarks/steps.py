@@ -3,7 +3,7 @@
   python benchmarks/steps.py --config=morphomnist|synth_chest|chest64|chest192
       [--only=train,counterfactual,cft_reg,cft_seg,cft_pos_seg] [--steps=20] [--warmup=3]
       [--batch=B] [--devices=1] [--compute_dtype=float32|bfloat16] [--peak_tflops=T]
-      [--cache] [--out=FILE]
+      [--balance=|structure] [--cache] [--out=FILE]
 
 What is measured, per step, on random parameters and one random batch (throughput does not
 depend on the values; uint8 pixels mapped to [-1, 1], scalar variables drawn inside each
@@ -19,7 +19,9 @@ variable's range or around its log-area statistics):
   has Reg-CFT only (its intervenable variables, thickness and intensity, are not areas).
   `cft_pos_seg` needs regional areas: it uses the synth_vessel positional graph
   (`configs/synth_vessel.py:positional`, nine regional areas and the region map) with this
-  config's HVAE architecture, image size and batch.
+  config's HVAE architecture, image size and batch. `--balance` overrides the CFT stages'
+  `balance` (`cft.balance`: '' the plain gradient, 'structure' one backward pass per
+  structure); by default each runs with its config's.
 
 Architectures: `morphomnist` is the reference Morpho-MNIST HVAE (`hvae_arch.morphomnist`,
 conditional prior, batch 32) on configs/morphomnist.py's graph; `synth_chest` is
@@ -285,6 +287,8 @@ def define_flags() -> None:
                     "The HVAE's compute dtype (hvae.model.compute_dtype).")
   flags.DEFINE_float("peak_tflops", None, "Device peak TFLOP/s for MFU (e.g. the dense "
                      "float32 / TF32 peak of the accelerator).")
+  flags.DEFINE_enum("balance", None, ["", "structure"], "The CFT steps' gradient balance "
+                    "(cft.balance; default: each config's own).")
   flags.DEFINE_bool("cache", False, "Use the persistent compilation cache (compile_s is then "
                     "a cached re-compile once the cache is warm).")
   flags.DEFINE_string("compilation_cache", CACHE_DIR, "Persistent cache directory.")
@@ -306,6 +310,8 @@ def main(argv):
       continue
     with config.unlocked():
       config.hvae.model.compute_dtype = f.compute_dtype
+      if f.balance is not None and step.startswith("cft_"):
+        config[step].balance = f.balance
     batch = f.batch or default_batch(config, step)
     sharding.check_batch_size(batch, mesh, "--batch")
     bench = build(config, step, synthetic_batch(config, batch), mesh)
@@ -316,6 +322,7 @@ def main(argv):
                   image_size=config.data.image_size, mesh_devices=mesh.size,
                   timed_steps=f.steps, warmup=f.warmup, num_params=num_params,
                   compute_dtype=f.compute_dtype,
+                  balance=config[step].get("balance", "") if step.startswith("cft_") else None,
                   compile_cache="persistent" if f.cache else "off", **r)
     path = results_io.append(record, f.out)
     mfu = f", MFU {100 * r['mfu']:.1f} %" if r["mfu"] is not None else ""

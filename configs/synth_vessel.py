@@ -20,18 +20,18 @@ Measured results (synthetic data, 2-core CPU, 2026-11-23; the commands above):
   quick:   data + segmentor + oracle in 32 s; segmentor mean foreground Dice 0.72 (60 steps at
            32x32 is a smoke test: the plaques are a few pixels there).
   train split: corr(mean lumen intensity, total plaque area) = -0.80 (the contrast shortcut).
-  positional (2026-12-06, the 2,800-step HVAE: `--stages=hvae,cft_reg,cft_seg,cft_pos_seg,
-           evaluate --config.hvae.num_steps=2800` on a copy of the earlier stages of the
-           2026-12-05 run of the third command; hvae 1,353 s, each CFT stage ~145 s): oracle
-           MAE of the intervened regional area, mean of nine, 64 test examples: No-CFT
-           19.94 px, Reg-CFT 19.33, Seg-CFT 18.44, Pos-Seg-CFT 16.82 (true counterfactuals:
-           4.09), Pos-Seg-CFT lowest in 6 of 9 regions (no segmentor-guided method moves a
-           calcified one); mean outside share 90.5 / 90.0 / 91.8 / 88.0 %, mean |outside
-           shift| 0.20 / 2.11 / 1.04 / 0.82 (0-255); test -ELBO 4.72 / 4.77 / 4.75 / 4.76
-           bits/dim (epsilon 4.78). With the 700-step HVAE of 2026-12-05: 20.14 / 19.87 /
-           18.70 / 18.65 px, test -ELBO 5.08 (README.md "Measured results"). The regressor
-           reads plaque from the contrast shortcut: a 10 % exposure gain moves its plaque
-           readings by 8-42 %.
+  positional (2026-12-06, the 2,800-step HVAE and structure-balanced CFT: `--stages=cft_reg,
+           cft_seg,cft_pos_seg,evaluate` of the third command on a copy of the pretrained
+           stages of its plain-gradient run; each balanced CFT stage 300-450 s): oracle
+           MAE of the intervened regional area, mean of nine, 64 test examples: No-CFT 19.94 px,
+           Reg-CFT 19.37, Seg-CFT 17.00, Pos-Seg-CFT 13.03 (true counterfactuals: 4.09),
+           Pos-Seg-CFT lowest in 6 of 9 regions (the calcified ones go to Reg-CFT); mean
+           outside share 90.5 / 90.9 / 90.0 / 80.5 %, mean |outside shift| 0.20 / 0.78 / 1.07 /
+           0.51 (0-255); test -ELBO 4.72 / 4.76 / 4.76 / 4.76 bits/dim (epsilon 4.78). With
+           the plain gradient (`--config.<cft stage>.balance=`): 19.94 / 19.33 / 18.44 /
+           16.82 px; with the 700-step HVAE of 2026-12-05: 20.14 / 19.87 / 18.70 / 18.65 px,
+           test -ELBO 5.08 (README.md "Measured results"). The regressor reads plaque from
+           the contrast shortcut: a 10 % exposure gain moves its plaque readings by 8-42 %.
 """
 
 import math
@@ -132,8 +132,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Counterfactual fine-tuning: Reg-CFT, global Seg-CFT (soft areas of whole structures) and,
   # in the positional setting, Pos-Seg-CFT (regional soft areas). A plaque area can be 0, so
   # the relative-L1 floor is 5 px.
+  # Positional: every structure's predictor loss gets the same gradient norm
+  # (`balance="structure"`, cft/balance.py), for all three methods alike. Its lumen and
+  # non-calcified terms are 8-30x stronger than the calcified ones, and the plain gradient left
+  # the lumen nearly where it was: mean oracle MAE Pos-Seg-CFT 16.82 -> 13.03 px, Seg-CFT
+  # 18.44 -> 17.00, Reg-CFT 19.33 -> 19.37 (README.md "Measured results"); the balanced
+  # step costs ~2.7x the plain one on CPU (benchmarks/README.md).
   for stage, section in defaults.cft_sections(quick, cft_stages, distance_floor=5.0).items():
     c[stage] = section
+    if positional:
+      c[stage].balance = "structure"
   c.evaluate = evaluate_config(quick, area_error="mae")  # SPEC §4 suite (the evaluate stage)
   c.lock()
   return c

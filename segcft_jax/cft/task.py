@@ -13,6 +13,9 @@ Per batch (x, v) with v the factual variables in data units:
 5. loss = w aux - (lambda - damping sg(epsilon - nelbo)) (epsilon - nelbo)  (`lagrangian`),
    w = `aux_weight` (1 in the reference, whose `alpha` scales only the logged aux).
 
+Optional per-structure gradient normalisation (`balance="structure"`, `cft.balance`): the
+update gives every structure's predictor loss the same gradient norm.
+
 Optional curriculum (`focus`, `focus_steps` = N): the first N steps draw interventions only on
 the focused structures' variables, the rest on all of them (`focus_mask`).
 
@@ -29,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from segcft_jax.cft import interventions, lagrangian, measurements
+from segcft_jax.cft import balance, interventions, lagrangian, measurements
 from segcft_jax.cft.predictors import Predictor
 from segcft_jax.models.hvae_arch import architecture_fields
 from segcft_jax.scm.counterfactual import DSCM, counterfactual
@@ -166,6 +169,15 @@ def parse_weights(spec: str, names: tuple[str, ...], field: str = "distance_weig
   return weights
 
 
+def balance_mode(cfg: ml_collections.ConfigDict) -> str:
+  """The stage's `balance` field, checked against `cft.balance.MODES`."""
+  mode = cfg.get("balance", "")
+  if mode not in balance.MODES:
+    raise ValueError(f"balance={mode!r} is not one of {balance.MODES}: '' follows the plain "
+                     f"gradient, 'structure' gives every structure the same gradient norm.")
+  return mode
+
+
 def cft_task(name: str, config: ml_collections.ConfigDict, dscm: DSCM, predictor: Predictor,
              epsilon: float, pretrained_hvae: Any = None) -> Task:
   """The fine-tuning task of stage `name` (`cft_reg`, `cft_seg` or `cft_pos_seg`).
@@ -204,18 +216,44 @@ def cft_task(name: str, config: ml_collections.ConfigDict, dscm: DSCM, predictor
                        batch["image"][:1], pa)["params"]
     return {"hvae": params, "lmbda": jnp.asarray(cfg.lmbda_init, jnp.float32)}
 
-  def loss_fn(params, batch, rng, frozen, step=None):
+  def forward(params, batch, rng, frozen, step):
+    """Mean -ELBO, weighted mean distances and the metrics of a training batch."""
     r_elbo, r_cf = jax.random.split(rng)
     terms = elbo(params["hvae"], batch, r_elbo, training=True)
     nelbo = terms["nelbo"].mean()
     out = cf_step(params["hvae"], frozen, batch, r_cf, terms.get("latents"),
                   terms.get("factual"), step)
-    aux = sum(weights[m] * d.mean() for m, d in out["distances"].items())
-    loss = lagrangian.lagrangian(cfg.aux_weight * aux, nelbo, params["lmbda"], epsilon,
-                                 cfg.damping)
+    weighted = {m: weights[m] * d.mean() for m, d in out["distances"].items()}
+    aux = sum(weighted.values())
     metrics = {"aux": aux, "nelbo": nelbo, "lmbda": params["lmbda"],
                **{f"d_{m}": d.mean() for m, d in out["distances"].items()}}
+    return nelbo, weighted, aux, metrics
+
+  def loss_fn(params, batch, rng, frozen, step=None):
+    nelbo, _, aux, metrics = forward(params, batch, rng, frozen, step)
+    loss = lagrangian.lagrangian(cfg.aux_weight * aux, nelbo, params["lmbda"], epsilon,
+                                 cfg.damping)
     return loss, metrics
+
+  groups = balance.structures(predictor.names)
+  # Under balance a structure's weight W_k scales its normalised share; the weights of its
+  # measurements relative to each other stay inside its loss.
+  structure_weights = [sum(weights[m] for m in ms) / len(ms) for ms in groups.values()]
+
+  def parts_fn(params, batch, rng, frozen, step=None):
+    """[each structure's w aux_k / W_k, the ELBO Lagrangian]: the loss, split for `balance`."""
+    nelbo, weighted, _, metrics = forward(params, batch, rng, frozen, step)
+    per_structure = [cfg.aux_weight * sum(weighted[m] for m in ms) / wk
+                     for ms, wk in zip(groups.values(), structure_weights)]
+    rest = lagrangian.lagrangian(0.0, nelbo, params["lmbda"], epsilon, cfg.damping)
+    return jnp.stack(per_structure + [rest]), metrics
+
+  def balanced_grad_fn(params, batch, rng, frozen, step=None):
+    mask = jax.tree_util.tree_map(lambda label: label == "hvae",
+                                  lagrangian.param_labels(params, bool(cfg.train_encoder)))
+    (loss, metrics), grads, scales = balance.balanced_value_and_grad(
+        lambda p: parts_fn(p, batch, rng, frozen, step), params, mask, structure_weights)
+    return (loss, dict(metrics, **{f"balance_{k}": s for k, s in zip(groups, scales)})), grads
 
   def eval_fn(params, batch, frozen, rng):
     r_elbo, r_cf = jax.random.split(rng)
@@ -237,6 +275,7 @@ def cft_task(name: str, config: ml_collections.ConfigDict, dscm: DSCM, predictor
   # With a curriculum (focus_steps > 0) the training step passes its counter as `step`.
   return Task(name=name, init=init, loss_fn=loss_fn, eval_fn=eval_fn, fingerprint=fingerprint,
               step_aware=cf_step.in_focus is not None,
+              grad_fn=balanced_grad_fn if balance_mode(cfg) == "structure" else None,
               make_optimizer=lagrangian.make_optimizer, project=lagrangian.project,
               pretrained=None if pretrained_hvae is None else {
                   "hvae": pretrained_hvae, "lmbda": jnp.asarray(cfg.lmbda_init, jnp.float32)})

@@ -18,7 +18,7 @@ import os
 import ml_collections
 
 from segcft_jax.cft import predictors as predictors_lib
-from segcft_jax.cft.task import cft_task, focus_mask, parse_weights
+from segcft_jax.cft.task import balance_mode, cft_task, focus_mask, parse_weights
 from segcft_jax.scm.counterfactual import DSCM
 from segcft_jax.stages import hvae as hvae_stage
 from segcft_jax.stages import pgm as pgm_stage
@@ -63,6 +63,7 @@ def check_config(config: ml_collections.ConfigDict, name: str) -> None:
   parse_weights(cfg.get("distance_weights", ""), cft_variables(config))
   parse_weights(cfg.get("draw_weights", ""), tuple(config.scm.intervenable), "draw_weights")
   focus_mask(cfg, tuple(config.scm.intervenable))
+  balance_mode(cfg)
 
 
 def make_dscm(config: ml_collections.ConfigDict) -> DSCM:

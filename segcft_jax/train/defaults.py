@@ -98,14 +98,15 @@ def cft_config(*, seed: int, batch_size: int, num_steps: int, lr: float,
   `draw_weights` (same syntax) makes interventions on a structure's variables that many times
   likelier than on the others ("" = the uniform draw); `focus_steps` = N > 0 draws the first
   N steps' interventions only on the variables of the structures in `focus` (e.g.
-  "calcified"; `cft.task.focus_mask`).
+  "calcified"; `cft.task.focus_mask`); `balance="structure"` gives every structure's
+  predictor loss the same gradient norm (`cft.balance`).
   """
   fields = dict(
       distance="relative_l1", distance_floor=1.0, huber_delta=0.05, aux_weight=1.0,
       damping=100.0, lmbda_init=0.0, lr_lagrange=1e-2, elbo_margin=0.02,
       intervention="permutation", relative_range=(0.1, 0.3),
       train_encoder=True, t_abduct=1.0, reuse_elbo_latents=True, distance_weights="",
-      draw_weights="", focus="", focus_steps=0)
+      draw_weights="", focus="", focus_steps=0, balance="")
   unknown = set(extra) - set(fields)
   if unknown:
     raise ValueError(f"Unknown CFT config fields {sorted(unknown)}; valid: {sorted(fields)}.")

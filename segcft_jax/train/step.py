@@ -1,6 +1,7 @@
 """One guarded optimisation step, shared by every stage.
 
-Per step t: rng_t = fold_in(rng, t); (loss, g) = value_and_grad(loss_fn); the update is applied
+Per step t: rng_t = fold_in(rng, t); (loss, g) = value_and_grad(loss_fn) (or the task's own
+`grad_fn`); the update is applied
 only if loss and ||g||_2 are finite and ||g||_2 < grad_skip (reference spec §2, "grad skip");
 otherwise params, optimiser state and EMA are returned untouched and the skip is counted.
 Clipping to `grad_clip` happens inside the optimiser.
@@ -45,8 +46,8 @@ def make_train_step(
   def step(state: TrainState, batch, frozen):
     key = jax.random.fold_in(rng, state.step)
     extra = {"step": state.step} if task.step_aware else {}
-    (loss, metrics), grads = jax.value_and_grad(task.loss_fn, has_aux=True)(
-        state.params, batch, key, frozen, **extra)
+    grad_fn = task.grad_fn or jax.value_and_grad(task.loss_fn, has_aux=True)
+    (loss, metrics), grads = grad_fn(state.params, batch, key, frozen, **extra)
     grad_norm = optax.tree.norm(grads)
     ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & (grad_norm < skip)
 

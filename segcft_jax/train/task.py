@@ -46,6 +46,9 @@ class Task:
       and `init` is used only for shapes.
     step_aware: the training step passes its step counter to `loss_fn` as keyword `step`
       (a traced int32 scalar; e.g. a schedule of the interventions drawn).
+    grad_fn: `(params, batch, rng, frozen) -> ((loss, metrics), grads)` replacing
+      `value_and_grad(loss_fn)` in the training step, for a task whose update is not the
+      plain gradient of its loss (e.g. `cft.balance`); None: the plain gradient.
   """
 
   name: str
@@ -57,6 +60,7 @@ class Task:
   project: Callable[[Params], Params] | None = None
   pretrained: Params | None = None
   step_aware: bool = False
+  grad_fn: Callable[..., tuple[tuple[jax.Array, Metrics], Params]] | None = None
 
   def optimizer(self, cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """The optimiser of this task under stage config `cfg`."""

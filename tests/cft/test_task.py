@@ -214,3 +214,35 @@ def test_focus_mask_refuses_bad_settings(focus, steps, message):
   with config.unlocked():
     config.cft_seg.focus_steps = 0  # No curriculum: the focus is ignored.
   assert task_lib.focus_mask(config.cft_seg, tuple(config.scm.intervenable)) is None
+
+
+def test_balanced_step_is_the_gradient_of_the_loss_reweighted_per_structure(chest_records):
+  """balance='structure' = the plain gradient with distance_weights s_k on structure k's
+  measurements (the scales it reports; that they are n_bar / n_k: tests/cft/test_balance)."""
+  config = _config()
+  with config.unlocked():
+    config.cft_seg.balance = "structure"
+  task, frozen, batch = _setup(config, epsilon=5.0, records=chest_records(8))
+  batch = {k: jnp.asarray(v) for k, v in batch.items()}
+  rng = jax.random.PRNGKey(4)
+  (loss, metrics), grads = jax.jit(task.grad_fn)(task.pretrained, batch, rng, frozen)
+  scales = {s: float(metrics[f"balance_{s}"]) for s in ("left_lung", "right_lung", "heart")}
+  assert max(scales.values()) / min(scales.values()) > 1.01
+  assert sum(1 / s for s in scales.values()) == pytest.approx(3.0, rel=1e-5)  # sum n_k/n_bar
+  with config.unlocked():
+    config.cft_seg.update(balance="", distance_weights=",".join(
+        f"{s}={w!r}" for s, w in scales.items()))
+  plain, _, _ = _setup(config, epsilon=5.0, records=chest_records(8))
+  assert plain.grad_fn is None
+  weighted_loss, want = jax.jit(jax.value_and_grad(
+      lambda p: plain.loss_fn(p, batch, rng, frozen)[0]))(task.pretrained)
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(want)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-6)
+  # The reported loss is the unbalanced one: that of unit weights.
+  assert float(loss) == pytest.approx(float(task.loss_fn(task.pretrained, batch, rng, frozen)[0]),
+                                      rel=1e-5)
+  assert float(weighted_loss) != pytest.approx(float(loss), rel=1e-5)
+  with config.unlocked():
+    config.cft_seg.balance = "norm"
+  with pytest.raises(ValueError, match="balance='norm' is not one of"):
+    task_lib.balance_mode(config.cft_seg)
