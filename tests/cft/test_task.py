@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from segcft_jax import config_files
-from segcft_jax.cft import predictors
+from segcft_jax.cft import lagrangian, predictors
 from segcft_jax.cft import task as task_lib
 from segcft_jax.cft.task import cft_task
 from segcft_jax.data import pipeline
@@ -218,7 +218,8 @@ def test_focus_mask_refuses_bad_settings(focus, steps, message):
 
 def test_balanced_step_is_the_gradient_of_the_loss_reweighted_per_structure(chest_records):
   """balance='structure' = the plain gradient with distance_weights s_k on structure k's
-  measurements (the scales it reports; that they are n_bar / n_k: tests/cft/test_balance)."""
+  measurements (the scales it reports; that they are n_bar / n_k: tests/cft/test_balance),
+  the same with the batch sharded over 8 devices."""
   config = _config()
   with config.unlocked():
     config.cft_seg.balance = "structure"
@@ -226,6 +227,13 @@ def test_balanced_step_is_the_gradient_of_the_loss_reweighted_per_structure(ches
   batch = {k: jnp.asarray(v) for k, v in batch.items()}
   rng = jax.random.PRNGKey(4)
   (loss, metrics), grads = jax.jit(task.grad_fn)(task.pretrained, batch, rng, frozen)
+  # The batch sharded over 8 devices (params and frozen replicated) gives the same update.
+  mesh = sharding.make_mesh(8)
+  (_, metrics8), grads8 = jax.jit(task.grad_fn)(
+      sharding.replicate(task.pretrained, mesh),
+      jax.device_put(batch, sharding.batch_sharding(mesh)), rng, sharding.replicate(frozen, mesh))
+  for a, b in zip(jax.tree.leaves((grads, metrics)), jax.tree.leaves((grads8, metrics8))):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
   scales = {s: float(metrics[f"balance_{s}"]) for s in ("left_lung", "right_lung", "heart")}
   assert max(scales.values()) / min(scales.values()) > 1.01
   assert sum(1 / s for s in scales.values()) == pytest.approx(3.0, rel=1e-5)  # sum n_k/n_bar
@@ -239,8 +247,9 @@ def test_balanced_step_is_the_gradient_of_the_loss_reweighted_per_structure(ches
   for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(want)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-6)
   # The reported loss is the unbalanced one: that of unit weights.
-  assert float(loss) == pytest.approx(float(task.loss_fn(task.pretrained, batch, rng, frozen)[0]),
-                                      rel=1e-5)
+  plain_loss = lagrangian.lagrangian(metrics["aux"], metrics["nelbo"], metrics["lmbda"], 5.0,
+                                     config.cft_seg.damping)
+  assert float(loss) == pytest.approx(float(plain_loss), rel=1e-5)
   assert float(weighted_loss) != pytest.approx(float(loss), rel=1e-5)
   with config.unlocked():
     config.cft_seg.balance = "norm"
