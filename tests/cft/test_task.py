@@ -219,21 +219,19 @@ def test_focus_mask_refuses_bad_settings(focus, steps, message):
 def test_balanced_step_is_the_gradient_of_the_loss_reweighted_per_structure(chest_records):
   """balance='structure' = the plain gradient with distance_weights s_k on structure k's
   measurements (the scales it reports; that they are n_bar / n_k: tests/cft/test_balance),
-  the same with the batch sharded over 8 devices."""
+  the balanced step sharded over 8 devices, the plain one on 1."""
   config = _config()
   with config.unlocked():
     config.cft_seg.balance = "structure"
   task, frozen, batch = _setup(config, epsilon=5.0, records=chest_records(8))
   batch = {k: jnp.asarray(v) for k, v in batch.items()}
   rng = jax.random.PRNGKey(4)
-  (loss, metrics), grads = jax.jit(task.grad_fn)(task.pretrained, batch, rng, frozen)
-  # The batch sharded over 8 devices (params and frozen replicated) gives the same update.
+  # The balanced step runs with the batch sharded over 8 devices (params and frozen
+  # replicated); the plain gradient it is compared with, on one device.
   mesh = sharding.make_mesh(8)
-  (_, metrics8), grads8 = jax.jit(task.grad_fn)(
+  (loss, metrics), grads = jax.jit(task.grad_fn)(
       sharding.replicate(task.pretrained, mesh),
       jax.device_put(batch, sharding.batch_sharding(mesh)), rng, sharding.replicate(frozen, mesh))
-  for a, b in zip(jax.tree.leaves((grads, metrics)), jax.tree.leaves((grads8, metrics8))):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
   scales = {s: float(metrics[f"balance_{s}"]) for s in ("left_lung", "right_lung", "heart")}
   assert max(scales.values()) / min(scales.values()) > 1.01
   assert sum(1 / s for s in scales.values()) == pytest.approx(3.0, rel=1e-5)  # sum n_k/n_bar
