@@ -115,7 +115,7 @@ def test_the_predictor_gradient_reaches_the_hvae_through_the_counterfactual(ches
     config.cft_seg.damping = 0.0  # lambda_0 = 0 and no damping: loss = aux exactly.
   task, frozen, batch = _setup(config, epsilon=0.0, records=chest_records(16))
   batch = jax.tree.map(jnp.asarray, batch)
-  (loss, metrics), grads = jax.value_and_grad(task.loss_fn, has_aux=True)(
+  (loss, metrics), grads = jax.jit(jax.value_and_grad(task.loss_fn, has_aux=True))(
       task.pretrained, batch, jax.random.PRNGKey(1), frozen)
   assert float(loss) == pytest.approx(float(metrics["aux"]), rel=1e-6)
   decoder_norm = float(jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(
@@ -125,7 +125,7 @@ def test_the_predictor_gradient_reaches_the_hvae_through_the_counterfactual(ches
   with config.unlocked():
     config.cft_seg.distance_weights = "heart=3"
   weighted, _, _ = _setup(config, epsilon=0.0, records=chest_records(16))
-  _, m = weighted.loss_fn(task.pretrained, batch, jax.random.PRNGKey(1), frozen)
+  _, m = jax.jit(weighted.loss_fn)(task.pretrained, batch, jax.random.PRNGKey(1), frozen)
   d = {k: float(v) for k, v in m.items() if k.startswith("d_")}
   assert float(m["aux"]) == pytest.approx(sum(d.values()) + 2 * d["d_heart_area"], rel=1e-6)
   assert d == pytest.approx({k: float(v) for k, v in metrics.items() if k.startswith("d_")})
