@@ -35,8 +35,8 @@ MODES = ("", "structure")
 def structure_of(name: str) -> str:
   """The structure a measurement belongs to: `calcified_area_mid` -> `calcified`.
 
-  The same rule as `cft.task.parse_weights`: a name `<structure>_area[_<region>]`, or the
-  structure's own name (e.g. `thickness`).
+  A name `<structure>_area[_<region>]`, or the structure's own name (e.g. `thickness`); the
+  one rule by which `cft.task.parse_weights` also applies per-structure weights.
   """
   return name.partition("_area")[0]
 

@@ -161,7 +161,7 @@ def parse_weights(spec: str, names: tuple[str, ...], field: str = "distance_weig
     if not (w > 0 and math.isfinite(w)):
       raise ValueError(f"{field} entry {item!r}: expected <structure>=<positive "
                        f"number>, e.g. 'calcified=3'.")
-    hit = [m for m in names if m == structure or m.startswith(structure + "_area")]
+    hit = [m for m in names if structure in (m, balance.structure_of(m))]
     if not hit:
       raise ValueError(f"{field} names {structure!r}, which none of {', '.join(names)} "
                        f"has.")

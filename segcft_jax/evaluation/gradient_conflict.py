@@ -96,12 +96,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   # pylint: disable=g-import-not-at-top
   import jax
   from segcft_jax.cft.task import CounterfactualStep, parse_weights
-  from segcft_jax.stages import cft, pgm, setup
+  from segcft_jax.stages import cft
   # pylint: enable=g-import-not-at-top
   jax.config.update("jax_threefry_partitionable", bool(config.threefry_partitionable))
-  kind = cft.PREDICTORS[args.stage]
-  data = setup.prepare(config, args.workdir, args.stage, cft.data_keys(config, kind))
-  predictor, predictor_params = cft.make_predictor(config, args.workdir, kind, data)
+  data, predictor, frozen = cft.load_frozen(config, args.workdir, args.stage)
   chosen = parse_weights(args.structure, predictor.names, "--structure", default=0.0, bare=1.0)
   in_structure = [m for m in predictor.names if chosen[m] > 0]
   if len(in_structure) == len(predictor.names):
@@ -110,8 +108,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   cfg = config[args.stage]
   step = CounterfactualStep(cft.make_dscm(config), predictor, cfg, tuple(config.scm.intervenable))
   weights = parse_weights(cfg.get("distance_weights", ""), predictor.names)
-  frozen = {"pgm": setup.load_ema_params(config, args.workdir, "pgm", pgm.pgm_task(config), data),
-            "predictor": predictor_params}
 
   def parts(hvae, frozen, batch, rng):
     out = step(hvae, frozen, batch, rng)

@@ -108,6 +108,16 @@ def _constraint(config, workdir, name, data, hvae_params) -> dict:
   return constraint
 
 
+def load_frozen(config: ml_collections.ConfigDict, workdir: str, name: str):
+  """`(data, predictor, frozen)` of CFT stage `name`: its batches and mesh, its predictor and
+  the frozen arguments of its step, `{"pgm": PGM EMA params, "predictor": params}`."""
+  kind = PREDICTORS[name]
+  data = setup.prepare(config, workdir, name, data_keys(config, kind))
+  predictor, predictor_params = make_predictor(config, workdir, kind, data)
+  pgm_params = setup.load_ema_params(config, workdir, "pgm", pgm_stage.pgm_task(config), data)
+  return data, predictor, {"pgm": pgm_params, "predictor": predictor_params}
+
+
 def task_for_restore(config: ml_collections.ConfigDict, name: str, data: setup.StageData):
   """The stage's task without loading anything (shapes only): restores its checkpoints."""
   kind = PREDICTORS[name]
@@ -118,15 +128,11 @@ def task_for_restore(config: ml_collections.ConfigDict, name: str, data: setup.S
 def run(config: ml_collections.ConfigDict, workdir: str, name: str) -> dict:
   """Fine-tunes the pretrained HVAE with predictor `PREDICTORS[name]`."""
   check_config(config, name)
-  kind = PREDICTORS[name]
-  data = setup.prepare(config, workdir, name, data_keys(config, kind))
-  dscm = make_dscm(config)
-  pgm_params = setup.load_ema_params(config, workdir, "pgm", pgm_stage.pgm_task(config), data)
+  data, predictor, frozen = load_frozen(config, workdir, name)
   hvae_params = setup.load_ema_params(config, workdir, "hvae", hvae_stage.hvae_task(config), data)
-  predictor, predictor_params = make_predictor(config, workdir, kind, data)
   constraint = _constraint(config, workdir, name, data, hvae_params)
-  task = cft_task(name, config, dscm, predictor, constraint["epsilon"], hvae_params)
-  frozen = {"pgm": pgm_params, "predictor": predictor_params}
+  task = cft_task(name, config, make_dscm(config), predictor, constraint["epsilon"],
+                  hvae_params)
 
   def summarise(m):
     out = setup.as_floats(m)
@@ -135,7 +141,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, name: str) -> dict:
 
   result, test = setup.train_and_evaluate(config, workdir, name, task, data, summarise, frozen)
   pretrained_bpd = constraint["pretrained_validation_nelbo"] / math.log(2.0)
-  return dict(test=test, predictor=kind, measurements=list(predictor.names),
+  return dict(test=test, predictor=PREDICTORS[name], measurements=list(predictor.names),
               train_encoder=bool(config[name].train_encoder), constraint=constraint,
               pretrained_validation_bits_per_dim=pretrained_bpd,
               lmbda=float(result.state.params["lmbda"]), **setup.run_summary(result))

@@ -59,32 +59,37 @@ def _fit(config, task, frozen, n_devices, workdir, records, fsdp=1, **kw):
   return fit(task, config.cft_seg, workdir, mesh, data, frozen=frozen, **kw)
 
 
-def test_cft_step_on_8_devices_equals_1_device_and_leaves_the_predictor_frozen(
-    tmp_path, chest_records):
+@pytest.fixture(scope="module")
+def fits(tmp_path_factory, chest_records):
+  """Two steps of the same CFT task on 1 device, on 8 (data) and on 8 (fsdp 4 x data 2)."""
   records = chest_records(16)
   config = _config()
   task, frozen, _ = _setup(config, epsilon=5.0, records=records)
   before = jax.tree.map(np.array, frozen)
-  states = [_fit(config, task, frozen, n, str(tmp_path / str(n)), records).state
-            for n in (1, 8)]
-  assert set(states[0].params) == {"hvae", "lmbda"}  # The optimiser never sees the predictor.
-  for a, b in zip(jax.tree.leaves(states[0].params), jax.tree.leaves(states[1].params)):
+  base = tmp_path_factory.mktemp("cft_fits")
+  states = {name: _fit(config, task, frozen, n, str(base / name), records, fsdp=f,
+                       fsdp_min_size=8).state
+            for name, n, f in (("one", 1, 1), ("data8", 8, 1), ("fsdp", 8, 4))}
+  return task, frozen, before, states
+
+
+def test_cft_step_on_8_devices_equals_1_device_and_leaves_the_predictor_frozen(fits):
+  task, frozen, before, states = fits
+  one, eight = states["one"], states["data8"]
+  assert set(one.params) == {"hvae", "lmbda"}  # The optimiser never sees the predictor.
+  for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(eight.params)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=0)
-  assert int(states[1].skipped) == 0 and float(states[1].params["lmbda"]) >= 0.0
+  assert int(eight.skipped) == 0 and float(eight.params["lmbda"]) >= 0.0
   for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(frozen)):
     np.testing.assert_array_equal(a, np.asarray(b))  # Bit-identical.
   moved = any(float(jnp.max(jnp.abs(a - b))) > 0 for a, b in zip(
-      jax.tree.leaves(states[0].params["hvae"]), jax.tree.leaves(task.pretrained["hvae"])))
+      jax.tree.leaves(one.params["hvae"]), jax.tree.leaves(task.pretrained["hvae"])))
   assert moved
 
 
-def test_cft_step_with_fsdp_4_by_data_2_equals_data_8_and_shards_the_hvae(
-    tmp_path, chest_records, capsys):
-  records = chest_records(16)
-  config = _config()
-  task, frozen, _ = _setup(config, epsilon=5.0, records=records)
-  dp, fsdp = (_fit(config, task, frozen, 8, str(tmp_path / name), records, fsdp=f,
-                   fsdp_min_size=8).state for name, f in (("dp", 1), ("fsdp", 4)))
+def test_cft_step_with_fsdp_4_by_data_2_equals_data_8_and_shards_the_hvae(fits, capsys):
+  _, frozen, _, states = fits
+  dp, fsdp = states["data8"], states["fsdp"]
   for a, b in zip(jax.tree.leaves((dp.params, dp.opt_state, dp.ema_params)),
                   jax.tree.leaves((fsdp.params, fsdp.opt_state, fsdp.ema_params))):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=0)
@@ -147,19 +152,26 @@ def test_reg_cft_nll_distance_is_the_regressors_likelihood(chest_records):
       "params"]}
   hvae = cft_task("cft_reg", config, dscm, predictor, 0.0).init(k3, batch)["hvae"]
   step = task_lib.CounterfactualStep(dscm, predictor, config.cft_reg, variables)
-  out = step(hvae, frozen, batch, jax.random.PRNGKey(1))
+  task = cft_task("cft_reg", config, dscm, predictor, 0.0, hvae)
+
+  @jax.jit  # one program (eagerly the HVAE's passes take ~45 s)
+  def run():
+    out = step(hvae, frozen, batch, jax.random.PRNGKey(1))
+    at_mean = model.nll(frozen["predictor"], out["x_cf"],
+                        model.predict(frozen["predictor"], out["x_cf"]))
+    (loss, m), grads = jax.value_and_grad(task.loss_fn, has_aux=True)(
+        task.pretrained, batch, jax.random.PRNGKey(2), frozen)
+    grad_norm = jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(grads["hvae"])))
+    return out["distances"], at_mean, loss, m["aux"], grad_norm
+
+  distances, at_mean, loss, aux, grad_norm = run()
   # Each term is -log q(target | x*) of the Gaussian head: it sits above its minimum, the
   # value at the predicted mean (log sigma), for the counterfactual image actually made.
-  at_mean = model.nll(frozen["predictor"], out["x_cf"],
-                      model.predict(frozen["predictor"], out["x_cf"]))
   for v in variables:
-    assert out["distances"][v].shape == (8,)
-    assert bool(jnp.all(out["distances"][v] >= at_mean[v] - 1e-5))
-  task = cft_task("cft_reg", config, dscm, predictor, 0.0, hvae)
-  (loss, m), grads = jax.value_and_grad(task.loss_fn, has_aux=True)(
-      task.pretrained, batch, jax.random.PRNGKey(2), frozen)
-  assert float(loss) == pytest.approx(float(m["aux"]), rel=1e-6)
-  assert float(jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(grads["hvae"])))) > 0
+    assert distances[v].shape == (8,)
+    assert bool(jnp.all(distances[v] >= at_mean[v] - 1e-5))
+  assert float(loss) == pytest.approx(float(aux), rel=1e-6)
+  assert float(grad_norm) > 0
   seg = predictors.segmentor_predictor(None, (), "segmentor")
   with pytest.raises(ValueError, match="needs a predictor with a likelihood"):
     task_lib.CounterfactualStep(dscm, seg, config.cft_reg, variables)
