@@ -19,7 +19,9 @@ preserved part or by the others, is one the stage's update does not move. Batche
 stage's first training batches; interventions are drawn as in training (the stage's
 `intervention`, `draw_weights`; no curriculum), the abduction is a fresh posterior sample,
 and the gradients are taken with respect to every HVAE parameter (the encoder's too, where
-the stage trained the decoder only).
+the stage trained the decoder only). The parts are those of the plain loss: a stage run with
+`balance="structure"` (`cft.balance`) rescaled each structure's share of the gradient before
+its update, so its norms here are the unscaled ones (the result records the stage's `balance`).
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   fn = jax.jit(lambda *a: (parts(*a), jax.jacrev(parts)(*a)))
   result = {"workdir": args.workdir, "stage": args.stage, "structure": args.structure,
             "measurements": in_structure, "batches": args.batches, "seed": args.seed,
-            "weights": {}}
+            "balance": cfg.get("balance", ""), "weights": {}}
   for method in ("no_cft", stages[args.stage]):
     hvae = methods_lib.load_method(config, args.workdir, method, data)
     values, grads = [], []

@@ -46,7 +46,7 @@ def test_command_on_the_quick_workdir(quick_chest_workdir, tmp_path, capsys):
                   "--batches=2", f"--out={out}"]) == 0
   assert "cft_seg, structure heart" in capsys.readouterr().out
   result = json.load(open(out))
-  assert result["measurements"] == ["heart_area"]
+  assert result["measurements"] == ["heart_area"] and result["balance"] == ""
   assert set(result["weights"]) == {"no_cft", "seg_cft"}
   for r in result["weights"].values():
     assert all(v >= 0 for v in r["value"].values())
