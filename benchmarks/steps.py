@@ -69,7 +69,7 @@ import numpy as np
 from benchmarks import results_io
 from segcft_jax import config_files
 from segcft_jax.cft import interventions
-from segcft_jax.cft.task import cft_task
+from segcft_jax.cft.task import balance_mode, cft_task
 from segcft_jax.data import datasets
 from segcft_jax.models.hvae_arch import COMPUTE_DTYPES
 from segcft_jax.scm.counterfactual import counterfactual
@@ -322,7 +322,7 @@ def main(argv):
                   image_size=config.data.image_size, mesh_devices=mesh.size,
                   timed_steps=f.steps, warmup=f.warmup, num_params=num_params,
                   compute_dtype=f.compute_dtype,
-                  balance=config[step].get("balance", "") if step.startswith("cft_") else None,
+                  balance=balance_mode(config[step]) if step.startswith("cft_") else None,
                   compile_cache="persistent" if f.cache else "off", **r)
     path = results_io.append(record, f.out)
     mfu = f", MFU {100 * r['mfu']:.1f} %" if r["mfu"] is not None else ""

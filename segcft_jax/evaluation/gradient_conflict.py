@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   config = user_cf.load_config(args.workdir, stages[args.stage])
   # pylint: disable=g-import-not-at-top
   import jax
-  from segcft_jax.cft.task import CounterfactualStep, parse_weights
+  from segcft_jax.cft.task import CounterfactualStep, balance_mode, parse_weights
   from segcft_jax.stages import cft
   # pylint: enable=g-import-not-at-top
   jax.config.update("jax_threefry_partitionable", bool(config.threefry_partitionable))
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   fn = jax.jit(lambda *a: (parts(*a), jax.jacrev(parts)(*a)))
   result = {"workdir": args.workdir, "stage": args.stage, "structure": args.structure,
             "measurements": in_structure, "batches": args.batches, "seed": args.seed,
-            "balance": cfg.get("balance", ""), "weights": {}}
+            "balance": balance_mode(cfg), "weights": {}}
   for method in ("no_cft", stages[args.stage]):
     hvae = methods_lib.load_method(config, args.workdir, method, data)
     values, grads = [], []
