@@ -42,8 +42,9 @@ def test_positional_claim_is_checked_per_region():
   regions = {"a_area_proximal": "proximal", "a_area_distal": "distal"}
   m = _metrics(seg_cft=_method(10.0, 0.2, {"a_area_proximal": 0.3, "a_area_distal": 0.3}),
                pos_seg_cft=_method(10.0, 0.2, {"a_area_proximal": 0.1, "a_area_distal": 0.4}))
-  claim, status, detail = report.expected_ordering(m, "mape", regions)[-1]
-  assert "every region" in claim and status == "does not hold"
+  checks = {c: (s, d) for c, s, d in report.expected_ordering(m, "mape", regions)}
+  status, detail = checks["localisation (outside share): Pos-Seg-CFT lowest in every region"]
+  assert status == "does not hold"
   assert "proximal: lowest Pos-Seg-CFT" in detail and "distal: lowest Seg-CFT" in detail
 
 
@@ -56,3 +57,41 @@ def test_render_has_methods_as_rows_and_units_under_each_table():
   assert "## Expected ordering" in text and "**not checked**" in text  # no Reg-CFT
   assert "![sweep.png](figures/sweep.png)" in text
   assert "| No-CFT | -1.00 |" in text  # signed outside shift by intervention
+
+
+def _positional(effs, shares):
+  """Hand-built positional metrics: method -> {variable: value}, region from the name."""
+  out = {}
+  for m in effs:
+    out[m] = {"effectiveness": {v: {"mae": e} for v, e in effs[m].items()},
+              "preservation": {v: {"mae": 1.0} for v in effs[m]},
+              "localisation": {v: {"outside_share": s} for v, s in shares[m].items()}}
+  return out
+
+
+def test_positional_effectiveness_is_checked_per_region_and_per_variable():
+  regions = {"a_area_proximal": "proximal", "b_area_proximal": "proximal",
+             "a_area_distal": "distal", "b_area_distal": "distal"}
+  # Pos-Seg-CFT loses b_area_distal (4 against 3) but wins the distal mean ((1 + 4) / 2 = 2.5
+  # against (6 + 3) / 2 = 4.5) and both proximal variables.
+  effs = {"reg_cft": {"a_area_proximal": 9.0, "b_area_proximal": 9.0, "a_area_distal": 6.0,
+                      "b_area_distal": 3.0},
+          "pos_seg_cft": {"a_area_proximal": 2.0, "b_area_proximal": 2.0, "a_area_distal": 1.0,
+                          "b_area_distal": 4.0}}
+  shares = {"reg_cft": dict.fromkeys(regions, 0.9), "pos_seg_cft": dict.fromkeys(regions, 0.5)}
+  m = {"conventions": CONVENTIONS, "methods": _positional(effs, shares)}
+  checks = {c: (s, d) for c, s, d in report.expected_ordering(m, "mae", regions)}
+  region_eff = checks["effectiveness (MAE (px), oracle): Pos-Seg-CFT lowest in every region"]
+  assert region_eff[0] == "holds"
+  assert "proximal: lowest Pos-Seg-CFT 2 (next Reg-CFT 9)" in region_eff[1]
+  assert "distal: lowest Pos-Seg-CFT 2.5 (next Reg-CFT 4.5)" in region_eff[1]
+  per_var = checks["effectiveness (MAE (px), oracle): Pos-Seg-CFT lowest for every regional "
+                   "variable"]
+  assert per_var == ("does not hold", "b_area_distal: lowest Reg-CFT 3 (next Pos-Seg-CFT 4)")
+  assert checks["localisation (outside share): Pos-Seg-CFT lowest in every region"][0] == "holds"
+  # The per-region table: means over each region's variables, shares in per cent.
+  config = ml_collections.ConfigDict(dict(name="synth_vessel", variant="positional"))
+  conv = dict(CONVENTIONS, area_error="mae", setting="positional", predictors=["oracle"])
+  text = report.render({"conventions": conv, "methods": m["methods"]}, config, [], regions)
+  assert "| Pos-Seg-CFT | 2.00 | 2.50 | 1.00 | 1.00 | 50.0 | 50.0 |" in text
+  assert "| Reg-CFT | 9.00 | 4.50 | 1.00 | 1.00 | 90.0 | 90.0 |" in text
