@@ -75,23 +75,24 @@ def expected_ordering(metrics: Mapping, area_error: str,
   chain("localisation (outside share): Seg-CFT < Reg-CFT", loc, ("seg_cft", "reg_cft"))
   if region_of:
     regions = _groups(region_of)
-    variables = {v: [v] for v in region_of}
+    # (claim, section, key, groups, details for every group (else only where it fails))
     claims = ((f"effectiveness ({UNITS[area_error]}, oracle): Pos-Seg-CFT lowest in every "
-               f"region", "effectiveness", area_error, regions),
+               f"region", "effectiveness", area_error, regions, True),
               ("localisation (outside share): Pos-Seg-CFT lowest in every region",
-               "localisation", "outside_share", regions),
+               "localisation", "outside_share", regions, True),
               (f"effectiveness ({UNITS[area_error]}, oracle): Pos-Seg-CFT lowest for every "
-               f"regional variable", "effectiveness", area_error, variables))
-    for claim, section, key, groups in claims:
-      if "pos_seg_cft" not in methods or len(methods) < 2:
+               f"regional variable", "effectiveness", area_error,
+               {v: [v] for v in region_of}, False))
+    checkable = "pos_seg_cft" in methods and len(methods) > 1
+    for claim, section, key, groups, every in claims:
+      if not checkable:
         out.append((claim, "not checked", "Pos-Seg-CFT or every other method not evaluated"))
         continue
       means = group_means(metrics, section, key, groups)
       ranked = {g: sorted((means[m][g], m) for m in methods if means[m][g] is not None)
                 for g in groups}
       fails = [g for g, r in ranked.items() if not r or r[0][1] != "pos_seg_cft"]
-      shown = groups if groups is regions else fails  # per variable: only where it fails
-      details = [f"{g}: lowest {_ranking(ranked[g])}" for g in shown]
+      details = [f"{g}: lowest {_ranking(ranked[g])}" for g in (groups if every else fails)]
       if not details:
         details = [f"all {len(groups)} regional variables"]
       out.append((claim, "does not hold" if fails else "holds", "; ".join(details)))
@@ -120,8 +121,8 @@ def group_means(metrics: Mapping, section: str, key: str, groups: Mapping[str, S
   """method -> group -> mean of `methods[m][section][v][key]` over the group's variables (each
   weighted equally; e.g. a region's lumen, calcified and non-calcified areas)."""
   methods = metrics["methods"]
-  return {m: {g: _mean(_per_variable(methods, section, key, vs)[m]) for g, vs in groups.items()}
-          for m in methods}
+  per = {g: _per_variable(methods, section, key, vs) for g, vs in groups.items()}
+  return {m: {g: _mean(per[g][m]) for g in groups} for m in methods}
 
 
 def _summary(metrics: Mapping, names: Mapping[str, str], err: str) -> list[str]:
