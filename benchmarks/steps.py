@@ -67,10 +67,10 @@ import ml_collections
 import numpy as np
 
 from benchmarks import results_io
-from segcft_jax import config_files
-from segcft_jax.cft import interventions
-from segcft_jax.cft.task import balance_mode, cft_task
-from segcft_jax.data import datasets
+from segcft_jax import builders, config_files, entry
+from segcft_jax.cft import interventions, methods
+from segcft_jax.cft.settings import CFTSettings
+from segcft_jax.cft.task import cft_task
 from segcft_jax.models.hvae_arch import COMPUTE_DTYPES
 from segcft_jax.scm.counterfactual import counterfactual
 from segcft_jax.stages import cft as cft_stage, hvae as hvae_stage, regressor, segmentor
@@ -80,18 +80,16 @@ from segcft_jax.train.step import make_train_step
 
 CONFIGS = ("morphomnist", "synth_chest", "chest64", "chest192")
 STEPS = ("train", "counterfactual", "cft_reg", "cft_seg", "cft_pos_seg")
-CACHE_DIR = os.path.join("~", ".cache", "segcft_jax", "xla")  # as segcft_jax/main.py
+CACHE_DIR = entry.DEFAULT_CACHE  # as segcft_jax.main
 EPSILON = 6.0  # -ELBO bound of the CFT Lagrangian (nats/dim); no effect on the compute.
 
 
 def configure_jax(cache: bool, cache_dir: str) -> None:
-  """Compilation cache on (as segcft_jax/main.py) or off, and the configs' threefry choice."""
-  if cache:
-    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(cache_dir))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-  else:
+  """The commands' JAX set-up (`entry.setup_jax`) with the configs' threefry choice, the
+  compilation cache on (as `segcft_jax.main`) or off (cold compile times)."""
+  entry.setup_jax(False, cache_dir if cache else "")
+  if not cache:
     jax.config.update("jax_enable_compilation_cache", False)
-  jax.config.update("jax_threefry_partitionable", False)  # every config's choice
 
 
 def _load(spec: str):
@@ -180,11 +178,11 @@ def _train_bench(task, cfg, host_batch, mesh, frozen, fsdp_min_size) -> Bench:
 def _frozen(config, kind: str, host_batch, dscm) -> dict:
   """Randomly initialised frozen PGM and predictor (regressor or segmentor U-Net)."""
   if kind == "regressor":
-    types = regressor.variable_types(config, config.regressor.variables)
+    types = builders.regressor_types(config)
     task = regressor.regression_task(config.regressor, types, {v: (0.0, 1.0) for v in types})
   else:
     task = segmentor.segmentation_task("segmentor", config.segmentor.model,
-                                       datasets.spec(config.data.name).class_names,
+                                       builders.class_names(config),
                                        config.segmentor.dice_weight)
   k1, k2 = jax.random.split(jax.random.PRNGKey(1))
   return {"pgm": jax.jit(dscm.pgm.init)(k1),
@@ -192,7 +190,7 @@ def _frozen(config, kind: str, host_batch, dscm) -> dict:
 
 
 def _counterfactual_bench(config, host_batch, mesh) -> Bench:
-  dscm = cft_stage.make_dscm(config)
+  dscm = builders.make_dscm(config)
   graph, intervenable = dscm.graph, tuple(config.scm.intervenable)
   k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
   params = {"pgm": jax.jit(dscm.pgm.init)(k1),
@@ -221,10 +219,11 @@ def build(config, step: str, host_batch, mesh) -> Bench:
                         fsdp_min)
   if step == "counterfactual":
     return _counterfactual_bench(config, host_batch, mesh)
-  kind = cft_stage.PREDICTORS[step]
-  dscm = cft_stage.make_dscm(config)
-  predictor, _ = cft_stage.make_predictor(config, "", kind, None, load=False)
-  task = cft_task(step, config, dscm, predictor, epsilon=EPSILON)
+  settings = CFTSettings.from_config(config, step)
+  kind = settings.predictor
+  dscm = builders.make_dscm(config)
+  predictor = cft_stage.unloaded_predictor(config, kind)
+  task = cft_task(settings, config, dscm, predictor, epsilon=EPSILON)
   return _train_bench(task, config[step], host_batch, mesh,
                       _frozen(config, kind, host_batch, dscm), fsdp_min)
 
@@ -322,7 +321,7 @@ def main(argv):
                   image_size=config.data.image_size, mesh_devices=mesh.size,
                   timed_steps=f.steps, warmup=f.warmup, num_params=num_params,
                   compute_dtype=f.compute_dtype,
-                  balance=balance_mode(config[step]) if step.startswith("cft_") else None,
+                  balance=config[step].balance if step in methods.CFT_STAGES else None,
                   compile_cache="persistent" if f.cache else "off", **r)
     path = results_io.append(record, f.out)
     mfu = f", MFU {100 * r['mfu']:.1f} %" if r["mfu"] is not None else ""

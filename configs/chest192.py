@@ -8,13 +8,13 @@ here 5: sex, age and the three organ areas) on the synth_chest graph, batch 16 (
 registry's) for the HVAE and the CFT stages. Everything else is configs/synth_chest.py's
 default variant with the area statistics shifted to 192x192.
 
-Run (a GPU-sized job: on 2 CPU cores one HVAE step takes about 11 s and 14.6 GiB, measured
-with `python benchmarks/steps.py --config=chest192 --only=train`, benchmarks/README.md):
+Run (a GPU-sized job; `python benchmarks/steps.py --config=chest192 --only=train` times one
+HVAE step on the machine at hand):
   python -m segcft_jax.main --config=configs/chest192.py
 
 Reference hyperparameters kept (spec §2.1, mimic192 registry): AdamW lr 1e-3, betas (0.9, 0.9),
 weight decay 0.1, clip 350 / skip 500, beta 1 (the run script's beta 9 is a training choice,
-not part of the architecture).
+not part of the architecture). Variants: `default` only.
 """
 
 import os
@@ -22,6 +22,7 @@ import os
 import ml_collections
 
 from segcft_jax import config_files
+from segcft_jax.train import defaults
 
 VARIANTS = ("default",)
 IMAGE_SIZE = 192
@@ -30,22 +31,17 @@ BATCH_SIZE = 16
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the locked config of variant `arg` (one of VARIANTS; None = default)."""
-  if (arg or "default") not in VARIANTS:
-    raise ValueError(f"Unknown variant {arg!r} of configs/chest192.py; "
-                     f"valid variants: {', '.join(VARIANTS)}.")
+  defaults.check_variant("chest192", arg, VARIANTS)
   chest = config_files.load_module(os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                 "synth_chest.py"))
   c = chest.get_config("default")
-  with c.unlocked():
-    c.name = "chest192"
-    c.data.image_size = IMAGE_SIZE
-    c.scm = chest._scm(IMAGE_SIZE)  # pylint: disable=protected-access
-    c.hvae.batch_size = BATCH_SIZE
-    c.hvae.eval_batch_size = 2 * BATCH_SIZE
-    c.hvae.model = ml_collections.ConfigDict(dict(preset="chest192", compute_dtype="float32"))
-    c.hvae.optim.weight_decay = 0.1
-    for stage in ("cft_reg", "cft_seg"):
-      c[stage].batch_size = BATCH_SIZE
-      c[stage].eval_batch_size = 2 * BATCH_SIZE
+  batches = {"batch_size": BATCH_SIZE, "eval_batch_size": 2 * BATCH_SIZE}
+  with c.unlocked():  # so that `lock` locks the new `scm` and `hvae.model` too
+    defaults.override(c, {
+        "name": "chest192", "data.image_size": IMAGE_SIZE, "scm": chest.scm(IMAGE_SIZE),
+        **defaults.under(("hvae", *chest.CFT_STAGES), batches),
+        "hvae.model": ml_collections.ConfigDict(dict(preset="chest192",
+                                                     compute_dtype="float32")),
+        "hvae.optim.weight_decay": 0.1})
   c.lock()
   return c

@@ -11,73 +11,70 @@ given are measured by the oracle segmentor on the image; age and sex cannot be, 
 required. Writes counterfactual.png, difference.png and result.json (parents before/after,
 where each factual parent came from, oracle-measured areas of x and x*) into --out, and never
 replaces them without --overwrite. Bad input stops with one line `error: ...` and exit code 1
-(2 for unknown flags), before any model is loaded (a relative target outside the support,
-known only once the oracle has measured the factual area, fails after). Python API:
-`segcft_jax.evaluation.user_cf.counterfactual_of_image`.
+(2 for unknown or missing flags), before any model is loaded (a relative target outside the
+support, known only once the oracle has measured the factual area, fails after). Python API:
+`segcft_jax.inference`.
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
+from typing import Sequence
 
-from segcft_jax.evaluation import user_cf
+from absl import flags
 
-# Problems with the user's input or workdir: printed as one line.
-_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
-
-
-def parser() -> argparse.ArgumentParser:
-  """The command's flags (argparse, so `main` can be called in-process by tests)."""
-  p = argparse.ArgumentParser(prog="python -m segcft_jax.counterfactual",
-                              description=__doc__.split("\n\n")[0])
-  p.add_argument("--workdir", required=True, help="trained workdir (runs/<config>)")
-  p.add_argument("--method", default="seg",
-                 help="no | reg | seg | pos_seg (or no_cft, reg_cft, ...); default seg")
-  p.add_argument("--input", required=True, help="single-channel 8-bit PNG of the model's size")
-  p.add_argument("--do", action="append", default=[], metavar="VARIABLE=VALUE",
-                 help="intervention, e.g. left_lung_area=-15%% or heart_area=250 (repeatable)")
-  p.add_argument("--parents", help="CSV: header of variable names, one row of factual values")
-  p.add_argument("--age", help="factual age (years)")
-  p.add_argument("--sex", help="factual sex: 0/F/female or 1/M/male")
-  p.add_argument("--regions", help="region map PNG (labels 1..3; positional setting only)")
-  p.add_argument("--out", required=True, help="output directory")
-  p.add_argument("--seed", type=int, default=0, help="key of the posterior sample")
-  p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-  return p
+from segcft_jax import entry, inference
+from segcft_jax.cft import methods
+from segcft_jax.inference import requests
 
 
-def run(args: argparse.Namespace) -> list[str]:
+def define_flags(argv: Sequence[str]) -> flags.FlagValues:
+  """The command's flags."""
+  fv = entry.new_flags(argv)
+  flags.DEFINE_string("workdir", None, "trained workdir (runs/<config>)", flag_values=fv)
+  flags.DEFINE_string("method", "seg", "no | reg | seg | pos_seg (or no_cft, reg_cft, ...)",
+                      flag_values=fv)
+  flags.DEFINE_string("input", None, "single-channel 8-bit PNG of the model's size",
+                      flag_values=fv)
+  flags.DEFINE_multi_string("do", [], "intervention VARIABLE=VALUE, e.g. left_lung_area=-15% "
+                            "or heart_area=250 (repeatable)", flag_values=fv)
+  flags.DEFINE_string("parents", None, "CSV: header of variable names, one row of factual "
+                      "values", flag_values=fv)
+  flags.DEFINE_string("age", None, "factual age (years)", flag_values=fv)
+  flags.DEFINE_string("sex", None, "factual sex: 0/F/female or 1/M/male", flag_values=fv)
+  flags.DEFINE_string("regions", None, "region map PNG (labels 1..3; positional setting only)",
+                      flag_values=fv)
+  flags.DEFINE_string("out", None, "output directory", flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "key of the posterior sample", flag_values=fv)
+  flags.DEFINE_boolean("overwrite", False, "replace existing outputs", flag_values=fv)
+  for name in ("workdir", "input", "out"):
+    flags.mark_flag_as_required(name, flag_values=fv)
+  return fv
+
+
+def run(fv: flags.FlagValues) -> list[str]:
   """Validates everything, then loads the model and writes the outputs; returns their paths."""
-  method = user_cf.method_key(args.method)
-  config = user_cf.load_config(args.workdir, method)
-  interventions = user_cf.parse_do(args.do)
-  parents = user_cf.read_parents_csv(args.parents) if args.parents else {}
+  method = methods.method_key(fv.method)
+  config = inference.load_config(fv.workdir, method)
+  interventions = requests.parse_do(fv.do)
+  parents = requests.read_parents_csv(fv.parents) if fv.parents else {}
   for name in ("age", "sex"):
-    if getattr(args, name) is not None:
+    if fv[name].value is not None:
       if name in parents:
-        raise ValueError(f"{name} is given both in {args.parents} and as --{name}.")
-      parents[name] = getattr(args, name)
-  request = user_cf.check_request(config, args.input, interventions, parents, args.regions)
-  user_cf.check_outputs(args.out, args.overwrite)
-  import jax  # pylint: disable=g-import-not-at-top
-  jax.config.update("jax_threefry_partitionable", bool(config.threefry_partitionable))
-  model = user_cf.CounterfactualModel.load(args.workdir, method, config)
-  return user_cf.write_outputs(model.run(request, args.seed), args.out, args.overwrite)
-
-
-def main(argv: list[str] | None = None) -> int:
-  """Runs the command; returns the exit status (0 ok, 1 bad input; argparse exits 2)."""
-  args = parser().parse_args(argv)
-  logging.getLogger("absl").setLevel(logging.WARNING)
-  try:
-    paths = run(args)
-  except _USER_ERRORS as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+        raise ValueError(f"{name} is given both in {fv.parents} and as --{name}.")
+      parents[name] = fv[name].value
+  request = inference.check_request(config, fv.input, interventions, parents, fv.regions)
+  inference.check_outputs(fv.out, fv.overwrite)
+  entry.setup_jax(config.threefry_partitionable)
+  model = inference.CounterfactualModel.load(fv.workdir, method, config)
+  paths = inference.write_outputs(model.run(request, fv.seed), fv.out, fv.overwrite)
   print("\n".join(paths))
-  return 0
+  return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Runs the command; returns the exit status (0 ok, 1 bad input, 2 bad flags)."""
+  return entry.run_command(define_flags, lambda fv: 0 if run(fv) else 1, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -11,41 +11,47 @@ a SLURM job / TPU slice is detected (`train.distributed`).
 from __future__ import annotations
 
 import logging
-import os
 import sys
+from typing import Sequence
 
-from absl import app, flags
-from absl import logging as absl_logging
+from absl import flags
 from ml_collections import config_flags
 
-from segcft_jax import config_files
+from segcft_jax import config_files, entry, stages
+from segcft_jax.train import distributed
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file, optionally with a variant: configs/synth_chest.py:quick.",
-    lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None,
-                               "Output directory (default: runs/<config name>[_<variant>]).")
-_STAGES = flags.DEFINE_list("stages", None, "Stages to run, in order (default: config.stages).")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
-                                   "host:port of process 0 for multi-process runs.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Index of this process.")
-_CACHE = flags.DEFINE_string(
-    "compilation_cache", os.path.join("~", ".cache", "segcft_jax", "xla"),
-    "Persistent XLA compilation cache directory ('' disables it).")
-
-# Errors that describe a problem with the user's input or workdir: printed as one message.
-_USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError)
+log = logging.getLogger("segcft_jax")
 
 
-def _explain_override(argv: list[str]) -> str | None:
+def define_flags(argv: Sequence[str]) -> flags.FlagValues:
+  """The command's flags; `--config.a.b=v` overrides are read from `argv`."""
+  fv = entry.new_flags(argv)
+  config_flags.DEFINE_config_file(
+      "config", None, "Config file, optionally with a variant: configs/synth_chest.py:quick.",
+      flag_values=fv, lock_config=True, sys_argv=list(argv))
+  flags.DEFINE_string("workdir", None, "Output directory (default: runs/<config name>"
+                      "[_<variant>]).", flag_values=fv)
+  flags.DEFINE_list("stages", None, "Stages to run, in order (default: config.stages).",
+                    flag_values=fv)
+  flags.DEFINE_string("coordinator_address", None,
+                      "host:port of process 0 for multi-process runs.", flag_values=fv)
+  flags.DEFINE_integer("num_processes", None, "Number of processes.", flag_values=fv)
+  flags.DEFINE_integer("process_id", None, "Index of this process.", flag_values=fv)
+  flags.DEFINE_string("compilation_cache", entry.DEFAULT_CACHE,
+                      "Persistent XLA compilation cache directory ('' disables it).",
+                      flag_values=fv)
+  flags.mark_flag_as_required("config", flag_values=fv)
+  return fv
+
+
+def explain_override(argv: Sequence[str]) -> str | None:
   """Names the first `--config.a.b=v` whose field does not exist, with the valid choices."""
   spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
   if spec is None:
     return None
   try:
     config = config_files.load(spec)
-  except Exception:  # pylint: disable=broad-except
+  except Exception:  # pylint: disable=broad-except  (the parser reports a bad config itself)
     return None
   for a in argv:
     if not a.startswith("--config."):
@@ -61,70 +67,23 @@ def _explain_override(argv: list[str]) -> str | None:
   return None
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-  """absl parsing with one-line errors for a bad config, variant or override."""
-  try:
-    return flags.FLAGS(argv)
-  except Exception as e:  # pylint: disable=broad-except
-    # config_flags wraps errors of the config file (e.g. an unknown variant) with their
-    # traceback text; the last line is the message meant for the user.
-    lines = [l for l in str(e).strip().splitlines() if l.strip()]
-    message = _explain_override(argv) or (lines[-1] if lines else repr(e))
-    hint = "\nRun with --helpfull for all flags." if isinstance(e, flags.Error) else ""
-    sys.exit(f"error: {message}{hint}")
+def run(fv: flags.FlagValues) -> None:
+  """Checks the stage names and the config, sets up JAX and runs the stages."""
+  config = fv.config
+  names = list(fv.stages or config.stages)
+  stages.check_config(config, names)
+  entry.setup_jax(config.threefry_partitionable, fv.compilation_cache, True,
+                  fv.coordinator_address, fv.num_processes, fv.process_id)
+  distributed.check_same_config(config)
+  workdir = fv.workdir or config_files.default_workdir(config)
+  log.info("workdir %s, stages %s", workdir, ", ".join(names))
+  stages.run_stages(config, workdir, names)
 
 
-def _enable_compilation_cache() -> None:
-  import jax  # pylint: disable=g-import-not-at-top
-  if _CACHE.value:
-    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_CACHE.value))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-
-
-def _configure_logging() -> None:
-  """Our progress lines at INFO on stderr; library chatter (Orbax, absl) only at WARNING
-  unless --verbosity is given."""
-  logger = logging.getLogger("segcft_jax")
-  if not logger.handlers:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    logger.addHandler(handler)
-  logger.setLevel(logging.INFO)
-  logger.propagate = False
-  if not flags.FLAGS["verbosity"].present:
-    absl_logging.set_verbosity(absl_logging.WARNING)
-
-
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if _CONFIG.value is None:
-    raise app.UsageError("--config is required, e.g. --config=configs/synth_chest.py")
-  _configure_logging()
-  from segcft_jax import stages  # pylint: disable=g-import-not-at-top
-  config = _CONFIG.value
-  names = list(_STAGES.value or config.stages)
-  try:
-    stages.check_stage_names(names)
-  except ValueError as e:
-    sys.exit(f"error: {e}")
-  _enable_compilation_cache()
-  import jax  # pylint: disable=g-import-not-at-top
-  jax.config.update("jax_threefry_partitionable", bool(config.threefry_partitionable))
-  from segcft_jax.train import distributed  # pylint: disable=g-import-not-at-top
-  try:
-    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    distributed.check_same_config(config)
-  except ValueError as e:
-    distributed.fail(str(e))
-  workdir = _WORKDIR.value or config_files.default_workdir(config)
-  logging.getLogger("segcft_jax").info("workdir %s, stages %s", workdir, ", ".join(names))
-  try:
-    stages.run_stages(config, workdir, names)
-  except _USER_ERRORS as e:
-    logging.getLogger("segcft_jax").debug("stage failed", exc_info=True)
-    distributed.fail(str(e))
+def main(argv: Sequence[str] | None = None) -> int:
+  return entry.run_command(define_flags, run, __doc__, argv, fail=distributed.fail,
+                           explain=explain_override)
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  sys.exit(main())

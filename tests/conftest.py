@@ -35,21 +35,29 @@ QUICK_CHEST_OVERRIDES = ("--config.segmentor.num_steps=30", "--config.oracle.num
                          "--config.cft_seg.num_steps=4")
 
 
-@pytest.fixture(scope="session")
-def quick_chest_workdir(tmp_path_factory) -> str:
-  """A workdir of the quick chest config trained through every stage up to fine-tuning.
-
-  Built once per test session by the command line, on one CPU device, with shortened step
-  counts (a smoke-sized model, not a good one).
-  """
-  work = str(tmp_path_factory.mktemp("quick_chest"))
+def _train_quick_chest(tmp_path_factory, name: str, *extra: str) -> str:
+  """A workdir of the quick chest config trained by the command line through every stage up
+  to fine-tuning, on one CPU device, with shortened step counts (a smoke-sized model)."""
+  work = str(tmp_path_factory.mktemp(name))
   env = dict(os.environ, XLA_FLAGS=os.environ["XLA_FLAGS"].replace(_FLAG, ""))
   r = subprocess.run([sys.executable, "-m", "segcft_jax.main",
                       "--config=configs/synth_chest.py:quick", f"--workdir={work}",
-                      f"--stages={','.join(QUICK_CHEST_STAGES)}", *QUICK_CHEST_OVERRIDES],
-                     cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+                      f"--stages={','.join(QUICK_CHEST_STAGES)}", *QUICK_CHEST_OVERRIDES,
+                      *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert r.returncode == 0, r.stderr[-3000:]
   return work
+
+
+@pytest.fixture(scope="session")
+def quick_chest_workdir(tmp_path_factory) -> str:
+  """The quick chest workdir every test of a trained model shares (built once a session)."""
+  return _train_quick_chest(tmp_path_factory, "quick_chest")
+
+
+@pytest.fixture(scope="session")
+def quick_chest_seed1_workdir(tmp_path_factory) -> str:
+  """The same workdir trained with `--config.seed=1`."""
+  return _train_quick_chest(tmp_path_factory, "quick_chest_seed1", "--config.seed=1")
 
 
 @pytest.fixture(scope="session")

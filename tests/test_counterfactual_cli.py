@@ -11,7 +11,7 @@ from PIL import Image
 
 from segcft_jax import config_files, counterfactual
 from segcft_jax.data import datasets
-from segcft_jax.evaluation import user_cf
+from segcft_jax import inference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,7 +57,7 @@ def test_writes_counterfactual_difference_and_json(quick_chest_workdir, image, t
   assert err.startswith("error:") and "--overwrite" in err and "\n" not in err
   assert counterfactual.main(_args(quick_chest_workdir, image[0], out, "--overwrite")) == 0
   # The Python API gives the same counterfactual.
-  api = user_cf.counterfactual_of_image(
+  api = inference.counterfactual_of_image(
       quick_chest_workdir, "seg", np.asarray(image[1]["image"]),
       {"left_lung_area": "-15%", "heart_area": "+10%"}, {"age": 50, "sex": "male"})
   np.testing.assert_array_equal(api.counterfactual, np.asarray(cf))

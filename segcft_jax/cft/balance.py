@@ -8,8 +8,8 @@ aux_k = sum_{m of structure k} w_m mean_b d_m (a structure's global or regional 
 
 where the structures whose pixels the decoder draws from its parents dominate: on the
 positional vessel setting the calcified terms' HVAE gradient is 8-30x weaker than the
-others' (README, `evaluation.gradient_conflict`). With `balance="structure"` every structure
-contributes the same gradient norm, the mean of theirs:
+others' (docs/experiments.md, `tools/gradient_conflict.py`). With `balance="structure"` every
+structure contributes the same gradient norm, the mean of theirs:
 
     g = sum_k (n_bar / n_k) grad aux_k + grad L_elbo,   n_k = ||grad aux_k||_2,
     n_bar = mean_k n_k,
@@ -36,7 +36,7 @@ def structure_of(name: str) -> str:
   """The structure a measurement belongs to: `calcified_area_mid` -> `calcified`.
 
   A name `<structure>_area[_<region>]`, or the structure's own name (e.g. `thickness`); the
-  one rule by which `cft.task.parse_weights` also applies per-structure weights.
+  one rule by which `cft.settings.parse_weights` also applies per-structure weights.
   """
   return name.partition("_area")[0]
 

@@ -25,7 +25,7 @@ Distances between a measured value a and its counterfactual target t (per exampl
     l2:          (a - t)^2
     log_ratio:   |log((a + floor) / (t + floor))|
     nll:         Reg-CFT only: the regressor's Gaussian -log q(t | x*) on the standardised
-                 target (`stages.regressor.gaussian_nll`), the reference's auxiliary loss;
+                 target (`models.regressor.gaussian_nll`), the reference's auxiliary loss;
                  handled by `cft.task.CounterfactualStep`, not by `distance_fn`
 """
 

@@ -3,7 +3,7 @@
 `Predictor.measure(params, x, batch) -> {measurement: [B]}` in data units:
 
 * **Reg-CFT** (`kind="regressor"`): the anticausal CNN regressor, de-standardised
-  (`stages.regressor.predict`).
+  (`models.regressor.predict`).
 * **Seg-CFT** (`kind="segmentor"`): the frozen U-Net segmentor; each *structure* is measured
   by its soft area `sum_pixels softmax(segmentor(x*))_k` (`measurements.soft_area`). In the
   positional vessel setting the structure's target is the sum of its regional variables.
@@ -79,6 +79,21 @@ class Predictor:
     return {m.name: sum(values[v] for v in m.targets) for m in self.measurements}
 
 
+def measured_variables(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The variables fine-tuning measures: `config.cft_variables`, else the intervenable ones."""
+  if "cft_variables" in config:
+    return tuple(config.cft_variables)
+  return tuple(config.scm.intervenable)
+
+
+def measurement_names(config: ml_collections.ConfigDict, kind: str) -> tuple[str, ...]:
+  """The names of what predictor kind `kind` measures under `config` (nothing is loaded)."""
+  variables = measured_variables(config)
+  if kind == "regressor":
+    return variables
+  return tuple(m.name for m in segmentor_measurements(config, variables, kind == "positional"))
+
+
 def measured_structure(config: ml_collections.ConfigDict, variable: str
                        ) -> tuple[int, int | None]:
   """`(class index, region label or None)` that measures area variable `variable`.
@@ -147,8 +162,8 @@ def segmentor_predictor(unet: Any, measured: Sequence[Measurement], kind: str) -
 def regressor_predictor(predict: Callable[[Any, jax.Array], Mapping[str, jax.Array]],
                         variables: Sequence[str], nll=None) -> Predictor:
   """Reg-CFT predictor from `predict(params, x) -> {variable: [B]}` in data units
-  (`stages.regressor.predict` bound to the model, types and target statistics) and,
-  optionally, `nll(params, x, targets) -> {variable: [B]}` (`RegressorModel.nll`)."""
+  (`models.regressor.RegressorModel.predict`) and, optionally,
+  `nll(params, x, targets) -> {variable: [B]}` (`RegressorModel.nll`)."""
 
   def apply(params, x, batch):
     del batch
@@ -158,3 +173,15 @@ def regressor_predictor(predict: Callable[[Any, jax.Array], Mapping[str, jax.Arr
   return Predictor(kind="regressor", measurements=tuple(Measurement(v, (v,)) for v in variables),
                    apply=apply, nll=nll)
 
+
+
+def make_predictor(config: ml_collections.ConfigDict, kind: str, network: Any) -> Predictor:
+  """The predictor of kind `kind` from its frozen network: a `models.regressor.RegressorModel`
+  (regressor) or the segmentor's U-Net module (segmentor, positional)."""
+  variables = measured_variables(config)
+  if kind == "regressor":
+    return regressor_predictor(network.predict, variables, network.nll)
+  if kind not in KINDS:
+    raise ValueError(f"Unknown predictor kind {kind!r}; choose one of {KINDS}.")
+  measured = segmentor_measurements(config, variables, kind == "positional")
+  return segmentor_predictor(network, measured, kind)

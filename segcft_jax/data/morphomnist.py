@@ -282,5 +282,5 @@ class MorphoMNIST(tfds.core.GeneratorBasedBuilder):
 def make_builder(cfg: ml_collections.ConfigDict, data_dir: str) -> MorphoMNIST:
   """The builder for the `data` config section (num_*, seed, source_dir)."""
   config = MorphoMNISTConfig.make(cfg.num_train, cfg.num_validation, cfg.num_test, cfg.seed,
-                                  cfg.get("source_dir", ""))
+                                  cfg.source_dir)
   return MorphoMNIST(config=config, data_dir=data_dir, file_format="array_record")

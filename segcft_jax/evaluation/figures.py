@@ -21,12 +21,12 @@ matplotlib.use("Agg")  # Files only; no display. pylint: disable=wrong-import-po
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from segcft_jax.cft import methods as methods_lib  # noqa: E402
 from segcft_jax.evaluation.metrics import PIXEL_SCALE  # noqa: E402
 
-NAMES = {"no_cft": "No-CFT", "reg_cft": "Reg-CFT", "seg_cft": "Seg-CFT",
-         "pos_seg_cft": "Pos-Seg-CFT"}
-COLOURS = {"no_cft": "tab:gray", "reg_cft": "tab:orange", "seg_cft": "tab:blue",
-           "pos_seg_cft": "tab:green"}
+
+def _colour(key: str) -> str | None:
+  return methods_lib.BY_KEY[key].colour if key in methods_lib.BY_KEY else None
 
 
 def symmetric_limit(differences) -> float:
@@ -74,8 +74,8 @@ def counterfactual_grid(path: str, variable: str, examples: Mapping[str, object]
       ax.set_yticks([])
   axes[0, 0].set_title("factual x", fontsize=8)
   for i, m in enumerate(methods):
-    axes[0, 1 + 2 * i].set_title(f"{NAMES.get(m, m)} x*", fontsize=8)
-    axes[0, 2 + 2 * i].set_title(f"{NAMES.get(m, m)} x* - x", fontsize=8)
+    axes[0, 1 + 2 * i].set_title(f"{methods_lib.display_name(m)} x*", fontsize=8)
+    axes[0, 2 + 2 * i].set_title(f"{methods_lib.display_name(m)} x* - x", fontsize=8)
   fig.suptitle(f"do({variable}: {first.kind}); outline = localisation target T", fontsize=9)
   fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="x* - x (0-255 units)")
   fig.savefig(path, dpi=110)
@@ -101,7 +101,8 @@ def sweep(path: str, points: Mapping[str, Mapping[str, Sequence[np.ndarray]]],
       if not points[m].get(v):
         continue
       p = np.concatenate(points[m][v])
-      ax.scatter(p[:, 0], p[:, 1], s=6, alpha=0.5, color=COLOURS.get(m), label=NAMES.get(m, m))
+      ax.scatter(p[:, 0], p[:, 1], s=6, alpha=0.5, color=_colour(m),
+                 label=methods_lib.display_name(m))
       lo, hi = min(lo, p[:, :2].min()), max(hi, p[:, :2].max())
     ax.plot([lo, hi], [lo, hi], "k--", linewidth=0.8, label="identity")
     ax.set_title(v, fontsize=9)
@@ -137,7 +138,7 @@ def localisation_bars(path: str, methods: Mapping[str, Mapping[str, Mapping[str,
     for i, m in enumerate(names):
       vals = [scale * (methods[m].get(v, {}).get(key) or 0.0) for v in shown]
       ax.bar(np.arange(len(shown)) + (i - (len(names) - 1) / 2) * width, vals, width,
-             color=COLOURS.get(m), label=NAMES.get(m, m))
+             color=_colour(m), label=methods_lib.display_name(m))
     ax.set_xticks(np.arange(len(shown)))
     ax.set_xticklabels(shown, rotation=30, ha="right", fontsize=7)
     ax.set_ylabel(label, fontsize=8)

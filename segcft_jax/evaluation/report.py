@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from segcft_jax.cft import methods as methods_lib
 from segcft_jax.evaluation import results
 
-NAMES = {"no_cft": "No-CFT", "reg_cft": "Reg-CFT", "seg_cft": "Seg-CFT",
-         "pos_seg_cft": "Pos-Seg-CFT"}
 UNITS = {"mape": "MAPE (%)", "mae": "MAE (px)"}
 
 
@@ -62,12 +61,12 @@ def expected_ordering(metrics: Mapping, area_error: str,
   out = []
 
   def chain(claim, values, order):
-    missing = [NAMES[m] for m in order if values.get(m) is None]
+    missing = [methods_lib.display_name(m) for m in order if values.get(m) is None]
     if missing:
       out.append((claim, "not checked", f"{', '.join(missing)} not evaluated"))
       return
     ok = all(values[a] < values[b] for a, b in zip(order, order[1:]))
-    detail = " vs ".join(f"{NAMES[m]} {values[m]:.3g}" for m in order)
+    detail = " vs ".join(f"{methods_lib.display_name(m)} {values[m]:.3g}" for m in order)
     out.append((claim, "holds" if ok else "does not hold", detail))
 
   chain(f"effectiveness ({UNITS[area_error]}, oracle): Seg-CFT < Reg-CFT < No-CFT", eff,
@@ -104,8 +103,10 @@ def _ranking(ranked: Sequence[tuple[float, str]]) -> str:
   if not ranked:
     return "none"
   (v, m), rest = ranked[0], ranked[1:]
-  text = f"{NAMES.get(m, m)} {v:.3g}"
-  return text + (f" (next {NAMES.get(rest[0][1], rest[0][1])} {rest[0][0]:.3g})" if rest else "")
+  text = f"{methods_lib.display_name(m)} {v:.3g}"
+  if not rest:
+    return text
+  return text + f" (next {methods_lib.display_name(rest[0][1])} {rest[0][0]:.3g})"
 
 
 def _groups(region_of: Mapping[str, str]) -> dict[str, list[str]]:
@@ -173,8 +174,9 @@ def render(metrics: Mapping, config, figures: Sequence[str],
   err = conv["area_error"]
   setting = f"{config.name}, {conv['setting']} setting"
   variables = list(dict.fromkeys(v for m in methods.values() for v in m.get("effectiveness", {})))
-  names = {m: NAMES.get(m, m) for m in methods}
-  own = ", ".join(f"{NAMES[k]}: {v}" for k, v in conv["training_predictor"].items())
+  names = {m: methods_lib.display_name(m) for m in methods}
+  own = ", ".join(f"{methods_lib.display_name(k)}: {v}"
+                  for k, v in conv["training_predictor"].items())
   lines = [f"# Evaluation: {config.name} ({config.variant}), {conv['setting']} setting", "",
            f"Results on synthetic data when the dataset is a phantom (synth_chest, "
            f"synth_vessel). The first {conv['num_examples']} examples of the {conv['split']} "

@@ -37,11 +37,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from segcft_jax.cft import methods as methods_lib
 from segcft_jax.data import pipeline
 from segcft_jax.evaluation import interventions, measure, metrics, results, true_cf
 from segcft_jax.evaluation.trained import TRAINING_PREDICTOR, Trained
+from segcft_jax.models import hvae as hvae_lib
 from segcft_jax.scm import counterfactual as cf_lib
-from segcft_jax.stages import hvae as hvae_stage
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +109,12 @@ class Suite:
     # method -> variable -> [(target, oracle-measured, kind index)] of every intervention.
     self.sweep: dict[str, dict[str, list]] = {m: {v: [] for v in t.variables} for m in t.methods}
     self.num_examples = 0
-    eval_fn = hvae_stage.hvae_task(t.config).eval_fn
     self._cf = jax.jit(self._counterfactual)
     self._score_fn = jax.jit(self._score)
     self._measure = jax.jit(lambda frozen, x, regions: measure.measure(t, frozen, x, regions))
     self._exposed = jax.jit(lambda frozen, x, regions, gain: measure.measure(
         t, frozen, pipeline.rescale_exposure(x, gain), regions))
-    self._bpd = jax.jit(lambda p, batch, rng: eval_fn(p, batch, None, rng)["bits_per_dim"])
+    self._bpd = jax.jit(self._bits_per_dim)
     self._true_error = jax.jit(metrics.true_counterfactual_error)
     self._true_loc = jax.jit(self._true_localisation, static_argnames="variable")
     self._l1 = jax.jit(metrics.image_l1)
@@ -134,6 +134,15 @@ class Suite:
     do = {v: (do_n[v], do_mask[v]) for v in self.t.variables}
     return cf_lib.counterfactual(self.t.models, {"pgm": frozen["pgm"], "hvae": hvae}, x,
                                  parents_n, do, rng)
+
+  def _bits_per_dim(self, hvae, batch, rng):
+    """Test -ELBO in bits/dim of `batch` (the image and the HVAE's parents, data units)."""
+    t, parents = self.t, tuple(self.t.config.hvae.parents)
+    rngs = hvae_lib.streams(rng)
+    pa = t.graph.to_vector(t.graph.normalize({n: batch[n] for n in parents}), parents)
+    out = hvae_lib.elbo(t.models.hvae, hvae, batch["image"], pa, t.config.hvae.beta, rngs,
+                        training=False)
+    return out["nelbo"] / math.log(2.0)
 
   def _score(self, x, x_cf, parents_cf, measured, labels_f, do_mask, regions):
     """Errors of every predictor against pa* and the localisation of x* - x (SPEC §4)."""
@@ -320,7 +329,7 @@ class Suite:
         "exposure_gains": [float(g) for g in cfg.exposure_gains],
         "predictors": list(self.predictors), "training_predictor": dict(TRAINING_PREDICTOR),
         "split": "test", "num_examples": self.num_examples, "batch_size": cfg.batch_size,
-        "seed": cfg.seed, "setting": str(self.t.config.get("setting", "global"))}
+        "seed": cfg.seed, "setting": methods_lib.setting(self.t.config)}
 
   def metrics(self) -> dict[str, Any]:
     """metrics.json: conventions, method-independent reference floors and every method."""

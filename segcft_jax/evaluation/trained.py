@@ -16,18 +16,17 @@ from typing import Any, Sequence
 import jax
 import ml_collections
 
+from segcft_jax import builders
+from segcft_jax import workdir as workdir_lib
 from segcft_jax.cft import methods as methods_lib
-from segcft_jax.data import datasets
+from segcft_jax.cft.predictors import measured_structure
+from segcft_jax.models.regressor import RegressorModel
 from segcft_jax.models.unet import UNet
 from segcft_jax.scm.counterfactual import DSCM
 from segcft_jax.scm.graph import Graph
-from segcft_jax.stages import cft as cft_stage
-from segcft_jax.stages import pgm as pgm_stage
-from segcft_jax.stages import records, regressor, segmentor, setup
 
 # The predictor each fine-tuned method was trained against (its `mape_by_predictor`).
-TRAINING_PREDICTOR = {"reg_cft": "regressor", "seg_cft": "segmentor_soft",
-                      "pos_seg_cft": "segmentor_soft"}
+TRAINING_PREDICTOR = {m.key: m.evaluated_by for m in methods_lib.METHODS if m.predictor}
 
 
 @dataclasses.dataclass
@@ -41,7 +40,8 @@ class Trained:
     variables: the intervenable variables, in config order (what is evaluated).
     structures: area variable -> (segmentation class, region label or None) measuring it;
       variables no segmentor can measure (e.g. Morpho-MNIST thickness) are absent.
-    methods: method key -> EMA HVAE params, in `cft.methods.METHODS` order.
+    methods: method key -> EMA HVAE params, keys in sorted order (the order of
+      metrics.json's `methods` and of the evaluation's passes).
     frozen: {"pgm", "oracle", "segmentor" (optional), "regressor" (optional)} params.
     oracle, segmentor: U-Net modules (segmentor None when that stage is absent).
     regressor: `RegressorModel` or None.
@@ -56,7 +56,7 @@ class Trained:
   frozen: dict[str, Any]
   oracle: UNet
   segmentor: UNet | None
-  regressor: regressor.RegressorModel | None
+  regressor: RegressorModel | None
   uses_regions: bool
 
   @property
@@ -65,28 +65,39 @@ class Trained:
     return ("image", "mask", *(("regions",) if self.uses_regions else ()), *self.graph.order)
 
 
-def model_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """Fields to read for restoring any stage's state (image, maps and every graph variable)."""
-  spec = datasets.spec(config.data.name)
-  maps = ("mask", "regions") if spec.region_names else ("mask",)
-  return ("image", *maps, *Graph.from_config(config.scm).order)
-
-
 def locate(config: ml_collections.ConfigDict, variables: Sequence[str]
            ) -> dict[str, tuple[int, int | None]]:
   """Segmentation class (and region) of every variable a segmentor can measure."""
   out = {}
   for v in variables:
     try:
-      out[v] = methods_lib.measured_structure(config, v)
+      out[v] = measured_structure(config, v)
     except ValueError:
       continue  # Not an area: measured by the regressor only.
   return out
 
 
-def stage_data(config: ml_collections.ConfigDict, workdir: str) -> setup.StageData:
-  """The prepared data every restore reads its example shapes from."""
-  return setup.prepare(config, workdir, "hvae", model_keys(config))
+def trained_methods(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
+  """Keys of the methods whose stage completed in `workdir` (and applies to `config`)."""
+  return [m.key for m in methods_lib.METHODS if workdir_lib.is_done(workdir, m.stage)
+          and (m.stage == "hvae" or m.stage in config)]
+
+
+def load_method(config: ml_collections.ConfigDict, workdir: str, method: str,
+                device: jax.Device | None = None) -> Any:
+  """EMA HVAE parameters of `method` (a `cft.methods` key) in `workdir`.
+
+  Raises:
+    ValueError: unknown method.
+    FileNotFoundError: its stage has not completed.
+  """
+  if method not in methods_lib.BY_KEY:
+    raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(methods_lib.BY_KEY)}.")
+  return builders.load_hvae(config, workdir, methods_lib.BY_KEY[method].stage, _on(device))
+
+
+def _on(device: jax.Device | None) -> jax.sharding.Sharding:
+  return jax.sharding.SingleDeviceSharding(device or jax.local_devices()[0])
 
 
 def load_trained(config: ml_collections.ConfigDict, workdir: str,
@@ -103,28 +114,20 @@ def load_trained(config: ml_collections.ConfigDict, workdir: str,
     FileNotFoundError: the hvae, pgm or oracle stage (or a requested method) is missing.
   """
   for stage in ("pgm", "hvae", "oracle"):
-    if not records.is_done(workdir, stage):
-      raise FileNotFoundError(f"Evaluation needs the {stage!r} stage, which has not completed "
-                              f"in {workdir}; run it first (--stages={stage}).")
-  data = stage_data(config, workdir)
-  if methods is None:
-    loaded = methods_lib.trained_methods(config, workdir, data)
-  else:
-    loaded = {m: methods_lib.load_method(config, workdir, m, data) for m in methods}
-  frozen = {"pgm": setup.load_ema_params(config, workdir, "pgm", pgm_stage.pgm_task(config),
-                                         data)}
-  oracle, frozen["oracle"] = segmentor.load_frozen(config, workdir, "oracle", data)
+    workdir_lib.require_done(workdir, stage, "Evaluation")
+  on = _on(None)
+  keys = trained_methods(config, workdir) if methods is None else list(methods)
+  loaded = {m: load_method(config, workdir, m) for m in sorted(keys)}
+  frozen = {"pgm": builders.load_pgm(config, workdir, on)}
+  oracle, frozen["oracle"] = builders.load_unet(config, workdir, "oracle", on)
   seg = reg = None
-  if predictors and records.is_done(workdir, "segmentor"):
-    seg, frozen["segmentor"] = segmentor.load_frozen(config, workdir, "segmentor", data)
-  if predictors and records.is_done(workdir, "regressor"):
-    reg, frozen["regressor"] = regressor.load_frozen(config, workdir, data)
+  if predictors and workdir_lib.is_done(workdir, "segmentor"):
+    seg, frozen["segmentor"] = builders.load_unet(config, workdir, "segmentor", on)
+  if predictors and workdir_lib.is_done(workdir, "regressor"):
+    reg, frozen["regressor"] = builders.load_regressor(config, workdir, on)
   variables = tuple(config.scm.intervenable)
   structures = locate(config, variables)
-  device = jax.devices()[0]
   return Trained(config=config, graph=Graph.from_config(config.scm),
-                 models=cft_stage.make_dscm(config),
-                 variables=variables, structures=structures,
-                 methods=jax.device_put(loaded, device), frozen=jax.device_put(frozen, device),
-                 oracle=oracle, segmentor=seg, regressor=reg,
+                 models=builders.make_dscm(config), variables=variables, structures=structures,
+                 methods=loaded, frozen=frozen, oracle=oracle, segmentor=seg, regressor=reg,
                  uses_regions=any(r is not None for _, r in structures.values()))

@@ -275,3 +275,21 @@ class HVAE(nn.Module):
   def sample(self, pa: jnp.ndarray, t: float | jnp.ndarray = 1.0) -> jnp.ndarray:
     """Ancestral prior sample at temperature ``t``; returns the clipped mean ``[B, R, R, C]``."""
     return self.decode([], pa, t=t)[0]
+
+
+def init_params(model: HVAE, rng: jax.Array, x: jnp.ndarray, pa: jnp.ndarray):
+  """Parameters of `model` from one example of images `x` and parents `pa` (shapes only)."""
+  return model.init({"params": rng, "sample": rng, "cond_dropout": rng}, x[:1], pa[:1])["params"]
+
+
+def streams(rng: jax.Array) -> dict[str, jax.Array]:
+  """The posterior-sample and prior-conditioning-dropout keys of one ELBO pass."""
+  r_sample, r_drop = jax.random.split(rng)
+  return {"sample": r_sample, "cond_dropout": r_drop}
+
+
+def elbo(model: HVAE, params, x: jnp.ndarray, pa: jnp.ndarray, beta: float,
+         rngs: dict[str, jax.Array], training: bool, return_latents: bool = False) -> dict:
+  """`HVAE.__call__` (per-example -ELBO and its terms) under the keys of `streams(rng)`."""
+  return model.apply({"params": params}, x, pa, beta, training=training,
+                     return_latents=return_latents, rngs=rngs)

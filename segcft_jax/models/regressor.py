@@ -14,15 +14,18 @@ is a pure function of its parameters (no running statistics to freeze):
   synth_vessel regressor reads plaque from the lumen's contrast: 8-42 %).
 * ``"none"``: no normalisation, biased convs. The frozen reference BatchNorm is a fixed affine
   map at evaluation, so like it this predictor sees absolute intensities and can read areas
-  from global brightness, the shortcut the synthetic datasets plant on purpose. Measured on
-  synth_chest (2026-12-05, 600 steps): it still read the organs mostly from their outlines (a
-  10 % gain moved its areas by <= 1.7 %) and less accurately (test MAPE 5.4 / 5.3 / 8.7 %
-  against 2.6 / 1.8 / 2.5 % with GroupNorm), so ``"group"`` stays the default.
+  from global brightness, the shortcut the synthetic datasets plant on purpose. On synth_chest
+  it was less accurate and barely more brightness-sensitive (docs/experiments.md), so
+  ``"group"`` stays the default.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any, Mapping
+
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 NORMS = ("group", "none")
@@ -69,3 +72,62 @@ class Regressor(nn.Module):
     h = nn.Dense(8 * w, use_bias=not grouped)(h)
     h = act(nn.LayerNorm()(h) if grouped else h)
     return nn.Dense(self.outputs)(h)
+
+
+def predict(model: Regressor, params: Any, x: jax.Array, types: Mapping[str, str],
+            stats: Mapping[str, tuple[float, float]]) -> dict[str, jax.Array]:
+  """Per-variable predictions in data units: `mu(x) s_v + m_v` (binary: the probability).
+
+  Head layout: units `2i, 2i + 1` of variable i are (mean, scale) on the standardised target
+  `y = (v - m_v) / s_v`, or (logit, unused) for a binary variable.
+  """
+  out = model.apply({"params": params}, x)  # [B, 2 * n]
+  result = {}
+  for i, (n, t) in enumerate(types.items()):
+    if t == "binary":
+      result[n] = jax.nn.sigmoid(out[:, 2 * i])
+    else:
+      m, s = stats[n]
+      result[n] = out[:, 2 * i] * s + m
+  return result
+
+
+def gaussian_nll(model: Regressor, params: Any, x: jax.Array, types: Mapping[str, str],
+                 stats: Mapping[str, tuple[float, float]], targets: Mapping[str, jax.Array]
+                 ) -> dict[str, jax.Array]:
+  """`-log q(v = t | x)` per example for the continuous variables in `targets` (data units).
+
+  The training loss of the Gaussian heads on the standardised target
+  `y = (t - m) / s`: `0.5 ((y - mu(x)) / sigma(x))^2 + log sigma(x)`, `sigma = softplus + 1e-3`
+  (nats; the constant `log s + log sqrt(2 pi)` is left out). This is the reference's CFT
+  auxiliary loss (causal-gen `dscm.py`: `-log q_k(pa*_k | x*)`, reference spec §4.1).
+  """
+  out = model.apply({"params": params}, x)  # [B, 2 * n]
+  index = {n: i for i, n in enumerate(types)}
+  result = {}
+  for n, target in targets.items():
+    if types[n] == "binary":
+      raise ValueError(f"The nll distance supports continuous variables only; {n!r} is binary.")
+    i = index[n]
+    m, s = stats[n]
+    sigma = jax.nn.softplus(out[:, 2 * i + 1]) + 1e-3
+    result[n] = 0.5 * (((target - m) / s - out[:, 2 * i]) / sigma) ** 2 + jnp.log(sigma)
+  return result
+
+
+@dataclasses.dataclass(frozen=True)
+class RegressorModel:
+  """A regressor with its head layout: the module, variable types and target standardisation
+  `{variable: (train mean, train std)}` (Reg-CFT's frozen predictor)."""
+  model: Regressor
+  types: dict[str, str]
+  stats: dict[str, tuple[float, float]]
+
+  def predict(self, params: Any, x: jax.Array) -> dict[str, jax.Array]:
+    """`predict` with this model's types and stats."""
+    return predict(self.model, params, x, self.types, self.stats)
+
+  def nll(self, params: Any, x: jax.Array, targets: Mapping[str, jax.Array]
+          ) -> dict[str, jax.Array]:
+    """`gaussian_nll` with this model's types and stats."""
+    return gaussian_nll(self.model, params, x, self.types, self.stats, targets)

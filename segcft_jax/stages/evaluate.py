@@ -18,12 +18,12 @@ import time
 import jax
 import ml_collections
 
+from segcft_jax import workdir as workdir_lib
 from segcft_jax.data import datasets
-from segcft_jax.evaluation import report, suite as suite_lib, trained as trained_lib
-from segcft_jax.stages import records
+from segcft_jax.evaluation import figures, report, suite as suite_lib, trained as trained_lib
 
 log = logging.getLogger(__name__)
-NAME = "evaluate"  # its directory is eval/ (records.stage_dir)
+NAME = "evaluate"  # its directory is eval/ (workdir.stage_dir)
 
 
 def region_names(trained: trained_lib.Trained) -> dict[str, str]:
@@ -47,7 +47,6 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, out_dir: str) -> d
   Returns:
     A summary: methods evaluated, examples, the headline numbers and timings.
   """
-  from segcft_jax.evaluation import figures  # pylint: disable=g-import-not-at-top
   t0 = time.perf_counter()
   trained = trained_lib.load_trained(config, workdir)
   if not trained.methods:
@@ -82,7 +81,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, out_dir: str) -> d
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """The stage: evaluates into `<workdir>/eval/`."""
-  summary = evaluate(config, workdir, records.stage_dir(workdir, NAME))
+  summary = evaluate(config, workdir, workdir_lib.stage_dir(workdir, NAME))
   log.info("[evaluate] %s: effectiveness %s", ", ".join(summary["methods"]),
            {m: round(v, 3) for m, v in summary["effectiveness"].items() if v is not None})
   return summary

@@ -9,27 +9,19 @@ from __future__ import annotations
 
 import math
 
-import jax
 import ml_collections
 
-from segcft_jax.models.hvae import HVAE
-from segcft_jax.models.hvae_arch import HVAEConfig, architecture_fields
+from segcft_jax import builders
+from segcft_jax.models import hvae as hvae_lib
+from segcft_jax.models.hvae_arch import architecture_fields
 from segcft_jax.scm.graph import Graph
 from segcft_jax.stages import setup
 from segcft_jax.train.task import Task
 
 
-def make_hvae(config: ml_collections.ConfigDict) -> tuple[HVAE, Graph]:
-  """The HVAE of `config.hvae.model` with a parent vector of `config.hvae.parents`."""
-  graph = Graph.from_config(config.scm)
-  model_cfg = dict(config.hvae.model.to_dict(), input_res=config.data.image_size,
-                   input_channels=1, context_dim=graph.vector_dim(config.hvae.parents))
-  return HVAE(HVAEConfig.from_config(model_cfg)), graph
-
-
 def hvae_task(config: ml_collections.ConfigDict) -> Task:
   """Per-example eval metrics: -ELBO, NLL and KL in nats/dim and -ELBO in bits/dim."""
-  model, graph = make_hvae(config)
+  model, graph = builders.make_hvae(config), Graph.from_config(config.scm)
   names = tuple(config.hvae.parents)
   beta = config.hvae.beta
 
@@ -37,14 +29,11 @@ def hvae_task(config: ml_collections.ConfigDict) -> Task:
     return graph.to_vector(graph.normalize({n: batch[n] for n in names}), names)
 
   def terms(params, batch, rng, training):
-    r_sample, r_drop = jax.random.split(rng)
-    return model.apply({"params": params}, batch["image"], parents(batch), beta,
-                       training=training, rngs={"sample": r_sample, "cond_dropout": r_drop})
+    rngs = hvae_lib.streams(rng)
+    return hvae_lib.elbo(model, params, batch["image"], parents(batch), beta, rngs, training)
 
   def init(rng, batch):
-    pa = parents(batch)[:1]
-    return model.init({"params": rng, "sample": rng, "cond_dropout": rng},
-                      batch["image"][:1], pa)["params"]
+    return hvae_lib.init_params(model, rng, batch["image"], parents(batch))
 
   def loss_fn(params, batch, rng, frozen):
     del frozen
@@ -66,5 +55,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains the HVAE; reports test -ELBO in bits/dim."""
   task = hvae_task(config)
   data = setup.prepare(config, workdir, "hvae", ("image", *config.hvae.parents))
-  result, test = setup.train_and_evaluate(config, workdir, "hvae", task, data)
+  result, test = setup.train_and_evaluate(config, workdir, "hvae", task, data,
+                                          builders.hvae_architecture(config))
   return dict(test=test, **setup.run_summary(result))

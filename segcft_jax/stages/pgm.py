@@ -8,21 +8,14 @@ from __future__ import annotations
 
 import ml_collections
 
-from segcft_jax.scm.pgm import PGM
+from segcft_jax import builders
 from segcft_jax.stages import setup
 from segcft_jax.train.task import Task
 
 
-def make_pgm(config: ml_collections.ConfigDict) -> PGM:
-  cfg = config.pgm
-  return PGM.from_config(config.scm, hidden=tuple(cfg.model.hidden),
-                         num_bins=cfg.model.num_bins, bound=cfg.model.bound,
-                         child_spline=cfg.model.child_spline)
-
-
 def pgm_task(config: ml_collections.ConfigDict) -> Task:
   """Per-example eval metrics: log-likelihood in total and per variable."""
-  pgm = make_pgm(config)
+  pgm = builders.make_pgm(config)
   graph = pgm.graph
 
   def log_probs(params, batch):
@@ -47,6 +40,8 @@ def pgm_task(config: ml_collections.ConfigDict) -> Task:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Fits the SCM on the train split; reports test log-likelihood (nats per example)."""
   task = pgm_task(config)
-  data = setup.prepare(config, workdir, "pgm", make_pgm(config).graph.order, in_memory=True)
-  result, test = setup.train_and_evaluate(config, workdir, "pgm", task, data)
+  order = builders.make_pgm(config).graph.order
+  data = setup.prepare(config, workdir, "pgm", order, in_memory=True)
+  result, test = setup.train_and_evaluate(config, workdir, "pgm", task, data,
+                                          builders.pgm_architecture(config))
   return dict(test=test, **setup.run_summary(result))

@@ -11,36 +11,26 @@ With `exposure_aug = a > 0` every training image is first re-exposed by a random
 the image in [0, 1] (`exposure_augment`, `pipeline.rescale_exposure`). The phantoms tie
 exposure to organ size through a hidden body factor, so a segmentor trained without it may
 tie its soft boundaries to global brightness, a lever fine-tuning against the frozen
-segmentor could pull. Off by default: on synth_chest (2026-12-05, a = 0.3) it left Seg-CFT's
-effectiveness and its intensity shift outside the target about as they were (mean |shift|
-5.76 against 6.00, 0-255; dataset 1.1.0 and, on the weaker HVAE of 2026-12-03, earlier;
-docs/results_history.md). Again on dataset 1.2.0 with the 700-step HVAE (2026-12-06): the
-segmentor's soft areas moved by <= 0.08 % under a 10 % gain change (0.47-0.72 % without),
-Seg-CFT's mean |shift| 1.20 against 1.34 and its effectiveness 4.66 % against 4.94 % (mean
-MAPE): the shift was the decoder's, not a segmentor lever (`evaluation.shift_decomposition`).
+segmentor could pull. Off by default: on the phantoms it did not change Seg-CFT's results
+(docs/experiments.md).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from segcft_jax.data import datasets, pipeline
+from segcft_jax import builders
+from segcft_jax.data import pipeline
 from segcft_jax.models import segmentation_loss as seg_loss
-from segcft_jax.models.unet import UNet
 from segcft_jax.stages import setup
 from segcft_jax.train.task import Task
 
 KEYS = ("image", "mask")
-
-
-def make_unet(model_cfg: ml_collections.ConfigDict, num_classes: int) -> UNet:
-  return UNet(num_classes=num_classes, widths=tuple(model_cfg.widths),
-              blocks_per_level=model_cfg.blocks_per_level, norm_groups=model_cfg.norm_groups)
 
 
 def exposure_augment(x: jax.Array, rng: jax.Array, max_log_gain: float) -> jax.Array:
@@ -65,7 +55,7 @@ def segmentation_task(name: str, model_cfg: ml_collections.ConfigDict,
     raise ValueError(f"exposure_aug must be >= 0 (config.<segmentor|oracle>.exposure_aug), "
                      f"got {exposure_aug}.")
   k = len(class_names)
-  model = make_unet(model_cfg, k)
+  model = builders.unet(model_cfg, k)
 
   def init(rng, batch):
     return model.init(rng, jnp.asarray(batch["image"][:1]))["params"]
@@ -92,22 +82,9 @@ def segmentation_task(name: str, model_cfg: ml_collections.ConfigDict,
   return Task(name=name, init=init, loss_fn=loss_fn, eval_fn=eval_fn, fingerprint=fingerprint)
 
 
-def load_frozen(config: ml_collections.ConfigDict, workdir: str, name: str,
-                data: setup.StageData, load: bool = True) -> tuple[UNet, Any]:
-  """`(U-Net, EMA params)` of the trained segmentation stage `name` (params None unless `load`).
-
-  `name` is "segmentor" (Seg-CFT's frozen predictor) or "oracle" (evaluation only).
-  """
-  class_names = datasets.spec(config.data.name).class_names
-  task = segmentation_task(name, config[name].model, class_names, config[name].dice_weight,
-                           config[name].exposure_aug)
-  params = setup.load_ema_params(config, workdir, name, task, data) if load else None
-  return make_unet(config[name].model, len(class_names)), params
-
-
 def _train(config: ml_collections.ConfigDict, workdir: str, name: str) -> dict:
   cfg = config[name]
-  class_names = datasets.spec(config.data.name).class_names
+  class_names = builders.class_names(config)
   data = setup.prepare(config, workdir, name, KEYS)
   task = segmentation_task(name, cfg.model, class_names, cfg.dice_weight, cfg.exposure_aug)
 
@@ -115,7 +92,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, name: str) -> dict:
     return {"ce": m["ce"], "dice": dict(zip(class_names, m["dice"])),
             "mean_foreground_dice": float(m["dice"][1:].mean())}
 
-  result, test = setup.train_and_evaluate(config, workdir, name, task, data, summarise)
+  result, test = setup.train_and_evaluate(config, workdir, name, task, data,
+                                          builders.unet_architecture(config, name), summarise)
   return dict(test=test, checkpoints=os.path.join(name, "checkpoints"),
               **setup.run_summary(result))
 

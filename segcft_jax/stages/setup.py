@@ -1,21 +1,20 @@
-"""What every trained stage sets up before `fit`: data, mesh, batch sizes, evaluation splits."""
+"""What every trained stage sets up around `fit`: data, mesh, batch sizes, evaluation splits,
+and the export of its EMA weights (`train.weights`) for the stages and tools that use it."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import grain
 import ml_collections
 from jax.sharding import Mesh
 
+from segcft_jax import workdir as workdir_lib
 from segcft_jax.data import datasets, pipeline
-from segcft_jax.stages import records
-from segcft_jax.train import checkpoint as ckpt_lib
-from segcft_jax.train import sharding
+from segcft_jax.train import sharding, weights
 from segcft_jax.train.evaluate import Evaluator
-from segcft_jax.train.loop import FitResult, abstract_state, fit
+from segcft_jax.train.loop import FitResult, fit
 from segcft_jax.train.state import count_params
 from segcft_jax.train.task import Task
 
@@ -73,9 +72,12 @@ def as_floats(metrics: dict) -> dict:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, name: str, task: Task,
-                       data: StageData, summarise: Callable[[dict], dict] = as_floats,
-                       frozen: Any = None) -> tuple[FitResult, dict]:
-  """Fits `task` (validation every `eval_every` steps) and evaluates the EMA params on test.
+                       data: StageData, architecture: Mapping[str, Any],
+                       summarise: Callable[[dict], dict] = as_floats, frozen: Any = None,
+                       exported: Callable[[Any], Any] = lambda params: params
+                       ) -> tuple[FitResult, dict]:
+  """Fits `task` (validation every `eval_every` steps), exports `exported(EMA params)` with
+  `architecture` to `<stage>/weights/` and evaluates the EMA params on test.
 
   Returns:
     The fit result and `summarise(test metrics)`.
@@ -85,9 +87,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, name: st
   def evaluate(params, split):
     return summarise(evaluator(params, data.eval_batches(split), frozen))
 
-  result = fit(task, config[name], records.stage_dir(workdir, name), data.mesh, data.train,
-               frozen=frozen, eval_hook=lambda params, step: evaluate(params, "validation"),
+  stage_dir = workdir_lib.stage_dir(workdir, name)
+  result = fit(task, config[name], stage_dir, data.mesh, data.train, frozen=frozen,
+               eval_hook=lambda params, step: evaluate(params, "validation"),
                fsdp_min_size=config.mesh.fsdp_min_size)
+  weights.save(stage_dir, exported(result.state.ema_params), architecture)
   return result, evaluate(result.state.ema_params, "test")
 
 
@@ -96,19 +100,3 @@ def run_summary(result: FitResult) -> dict:
   return dict(steps=int(result.state.step), skipped=int(result.state.skipped),
               num_params=count_params(result.state.params), train_seconds=result.seconds,
               train_img_per_s=result.img_per_s, train_input_share=result.input_share)
-
-
-def load_ema_params(config: ml_collections.ConfigDict, workdir: str, name: str, task: Task,
-                    data: StageData) -> Any:
-  """The EMA parameters of trained stage `name` (what later stages freeze and use)."""
-  if not records.is_done(workdir, name):
-    raise FileNotFoundError(f"Stage {name!r} has not completed in {workdir}; run it first "
-                            f"(--stages={name}).")
-  abstract, _ = abstract_state(task, config[name], data.train[0], data.mesh,
-                               config.mesh.fsdp_min_size)
-  checkpointer = ckpt_lib.Checkpointer(os.path.join(records.stage_dir(workdir, name),
-                                                    "checkpoints"), task.fingerprint)
-  try:
-    return checkpointer.restore(abstract).ema_params
-  finally:
-    checkpointer.close()

@@ -10,7 +10,7 @@ import pytest
 
 from segcft_jax.models import hvae_arch
 from segcft_jax.scm.graph import Graph
-from segcft_jax.stages import hvae as hvae_stage
+from segcft_jax import builders
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -26,7 +26,7 @@ from benchmarks import steps  # pylint: disable=g-import-not-at-top,wrong-import
 def test_reference_architectures_and_batches(name, reference, batch):
   for step in ("train", "counterfactual", "cft_reg"):
     config = steps.bench_config(name, step)
-    model, _ = hvae_stage.make_hvae(config)
+    model = builders.make_hvae(config)
     assert model.config == reference
     assert steps.default_batch(config, step) == batch
 
@@ -38,7 +38,7 @@ def test_pos_seg_uses_the_vessel_graph_with_the_same_architecture():
     assert config.setting == "positional" and config.data.image_size == base.data.image_size
     assert config.hvae.model.to_dict() == base.hvae.model.to_dict()
     assert steps.default_batch(config, "cft_pos_seg") == steps.default_batch(base, "cft_seg")
-    model, _ = hvae_stage.make_hvae(config)
+    model = builders.make_hvae(config)
     assert model.config.input_res == base.data.image_size
     assert model.config.context_dim == 11  # sex, age and the nine regional areas
 

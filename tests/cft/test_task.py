@@ -8,13 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from segcft_jax import config_files
+from segcft_jax import builders, config_files
 from segcft_jax.cft import lagrangian, predictors
 from segcft_jax.cft import task as task_lib
+from segcft_jax.cft.settings import CFTSettings
 from segcft_jax.cft.task import cft_task
 from segcft_jax.data import pipeline
-from segcft_jax.stages import cft as cft_stage
-from segcft_jax.stages import regressor, segmentor
 from segcft_jax.train import sharding
 from segcft_jax.train.loop import fit
 
@@ -35,22 +34,21 @@ def _config(num_steps=2):
 
 def _predictor(config):
   """The global Seg-CFT predictor and its U-Net module."""
-  unet = segmentor.make_unet(config.segmentor.model, 4)
-  return predictors.segmentor_predictor(
-      unet, predictors.segmentor_measurements(config, cft_stage.cft_variables(config), False),
-      "segmentor"), unet
+  unet = builders.make_unet(config, "segmentor")
+  return predictors.make_predictor(config, "segmentor", unet), unet
 
 
 def _setup(config, epsilon, records):
-  dscm = cft_stage.make_dscm(config)
+  dscm = builders.make_dscm(config)
   predictor, unet = _predictor(config)
+  settings = CFTSettings.from_config(config, "cft_seg")
   batch = pipeline.train_dataset(records, KEYS, 8, seed=0)[0]
   k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
   frozen = {"pgm": dscm.pgm.init(k1),
             "predictor": unet.init(k2, jnp.asarray(batch["image"][:1]))["params"]}
-  shapes = cft_task("cft_seg", config, dscm, predictor, epsilon)
+  shapes = cft_task(settings, config, dscm, predictor, epsilon)
   hvae_params = shapes.init(k3, batch)["hvae"]
-  return cft_task("cft_seg", config, dscm, predictor, epsilon, hvae_params), frozen, batch
+  return cft_task(settings, config, dscm, predictor, epsilon, hvae_params), frozen, batch
 
 
 def _fit(config, task, frozen, n_devices, workdir, records, fsdp=1, **kw):
@@ -140,19 +138,19 @@ def test_reg_cft_nll_distance_is_the_regressors_likelihood(chest_records):
   config = _config()
   with config.unlocked():
     config.cft_reg.update(distance="nll", damping=0.0, batch_size=8)
-  dscm = cft_stage.make_dscm(config)
-  types = regressor.variable_types(config, config.regressor.variables)
-  model = regressor.RegressorModel(regressor.make_regressor(config.regressor, types), types,
-                                   {v: (300.0, 60.0) for v in types})
-  variables = cft_stage.cft_variables(config)
-  predictor = predictors.regressor_predictor(model.predict, variables, model.nll)
+  dscm = builders.make_dscm(config)
+  model = builders.make_regressor(config, {v: (300.0, 60.0) for v in
+                                           builders.regressor_types(config)})
+  variables = predictors.measured_variables(config)
+  predictor = predictors.make_predictor(config, "regressor", model)
+  settings = CFTSettings.from_config(config, "cft_reg")
   batch = jax.tree.map(jnp.asarray, pipeline.train_dataset(chest_records(16), KEYS, 8, 0)[0])
   k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
   frozen = {"pgm": dscm.pgm.init(k1), "predictor": model.model.init(k2, batch["image"][:1])[
       "params"]}
-  hvae = cft_task("cft_reg", config, dscm, predictor, 0.0).init(k3, batch)["hvae"]
-  step = task_lib.CounterfactualStep(dscm, predictor, config.cft_reg, variables)
-  task = cft_task("cft_reg", config, dscm, predictor, 0.0, hvae)
+  hvae = cft_task(settings, config, dscm, predictor, 0.0).init(k3, batch)["hvae"]
+  step = task_lib.CounterfactualStep(dscm, predictor, settings)
+  task = cft_task(settings, config, dscm, predictor, 0.0, hvae)
 
   @jax.jit  # one program (eagerly the HVAE's passes take ~45 s)
   def run():
@@ -172,24 +170,6 @@ def test_reg_cft_nll_distance_is_the_regressors_likelihood(chest_records):
     assert bool(jnp.all(distances[v] >= at_mean[v] - 1e-5))
   assert float(loss) == pytest.approx(float(aux), rel=1e-6)
   assert float(grad_norm) > 0
-  seg = predictors.segmentor_predictor(None, (), "segmentor")
-  with pytest.raises(ValueError, match="needs a predictor with a likelihood"):
-    task_lib.CounterfactualStep(dscm, seg, config.cft_reg, variables)
-
-
-def test_distance_weights_apply_to_every_measurement_of_a_structure():
-  regional = ("lumen_area_mid", "calcified_area_proximal", "calcified_area_mid")
-  assert task_lib.parse_weights("", regional) == {m: 1.0 for m in regional}
-  assert task_lib.parse_weights("calcified=3, lumen=0.5", regional) == {
-      "lumen_area_mid": 0.5, "calcified_area_proximal": 3.0, "calcified_area_mid": 3.0}
-  # The same spec weighs the global soft area (Seg-CFT) and the regressor's variable alike.
-  assert task_lib.parse_weights("calcified=3", ("lumen_area", "calcified_area")) == {
-      "lumen_area": 1.0, "calcified_area": 3.0}
-  with pytest.raises(ValueError, match="names .heart., which none of"):
-    task_lib.parse_weights("heart=2", regional)
-  for bad in ("calcified", "calcified=0", "calcified=x"):
-    with pytest.raises(ValueError, match="positive"):
-      task_lib.parse_weights(bad, regional)
 
 
 def test_focus_curriculum_draws_only_the_focused_structure_first(tmp_path, chest_records):
@@ -199,8 +179,8 @@ def test_focus_curriculum_draws_only_the_focused_structure_first(tmp_path, chest
     config.cft_seg.update(focus="heart", focus_steps=1)
   task, frozen, batch = _setup(config, epsilon=5.0, records=records)
   assert task.step_aware
-  cf_step = task_lib.CounterfactualStep(cft_stage.make_dscm(config), _predictor(config)[0],
-                                        config.cft_seg, tuple(config.scm.intervenable))
+  cf_step = task_lib.CounterfactualStep(builders.make_dscm(config), _predictor(config)[0],
+                                        CFTSettings.from_config(config, "cft_seg"))
   batch = {k: jnp.asarray(v) for k, v in batch.items()}
   hits = {}
   for step in (0, 1):
@@ -212,20 +192,6 @@ def test_focus_curriculum_draws_only_the_focused_structure_first(tmp_path, chest
   # The training step hands its counter to the loss: the curriculum runs through `fit`.
   state = _fit(config, task, frozen, 1, str(tmp_path), records).state
   assert int(state.step) == 2 and int(state.skipped) == 0
-
-
-@pytest.mark.parametrize("focus,steps,message", [
-    ("", 5, "needs a focus"), ("hart", 5, "focus names 'hart'"), ("heart", 20, "num_steps"),
-    ("heart", -1, "num_steps")])
-def test_focus_mask_refuses_bad_settings(focus, steps, message):
-  config = _config(num_steps=20)
-  with config.unlocked():
-    config.cft_seg.update(focus=focus, focus_steps=steps)
-  with pytest.raises(ValueError, match=message):
-    task_lib.focus_mask(config.cft_seg, tuple(config.scm.intervenable))
-  with config.unlocked():
-    config.cft_seg.focus_steps = 0  # No curriculum: the focus is ignored.
-  assert task_lib.focus_mask(config.cft_seg, tuple(config.scm.intervenable)) is None
 
 
 def test_balanced_step_is_the_gradient_of_the_loss_reweighted_per_structure(chest_records):
@@ -264,4 +230,4 @@ def test_balanced_step_is_the_gradient_of_the_loss_reweighted_per_structure(ches
   with config.unlocked():
     config.cft_seg.balance = "norm"
   with pytest.raises(ValueError, match="balance='norm' is not one of"):
-    task_lib.balance_mode(config.cft_seg)
+    CFTSettings.from_config(config, "cft_seg")

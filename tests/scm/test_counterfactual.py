@@ -8,10 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from segcft_jax import config_files
+from segcft_jax import builders, config_files
 from segcft_jax.scm import counterfactual as cf_lib
-from segcft_jax.stages import hvae as hvae_stage
-from segcft_jax.stages import pgm as pgm_stage
+from segcft_jax.scm.graph import Graph
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -19,8 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 @pytest.fixture(scope="module")
 def dscm():
   config = config_files.load(os.path.join(ROOT, "configs", "synth_chest.py:quick"))
-  pgm = pgm_stage.make_pgm(config)
-  hvae, graph = hvae_stage.make_hvae(config)
+  pgm, hvae = builders.make_pgm(config), builders.make_hvae(config)
+  graph = Graph.from_config(config.scm)
   models = cf_lib.DSCM(pgm=pgm, hvae=hvae, parents=tuple(config.hvae.parents))
   rng = np.random.default_rng(0)
   raw = {"sex": rng.integers(0, 2, 4).astype(np.float32), "age": rng.uniform(20, 80, 4),

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from segcft_jax import config_files, stages
+from segcft_jax import builders, config_files, stages
+from segcft_jax.models import regressor as regressor_model
 from segcft_jax.stages import regressor, setup
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -40,9 +41,9 @@ def test_summary_reports_errors_in_data_units(workdir):
 def test_unknown_or_discrete_variable_is_rejected(workdir):
   _, config = workdir
   with pytest.raises(ValueError, match="not a variable"):
-    regressor.variable_types(config, ["lung_volume"])
-  assert regressor.variable_types(config, ["sex"]) == {"sex": "binary"}
-  np.testing.assert_equal(list(regressor.variable_types(config, synth_chest.AREAS).values()),
+    builders.regressor_types(config, ["lung_volume"])
+  assert builders.regressor_types(config, ["sex"]) == {"sex": "binary"}
+  np.testing.assert_equal(list(builders.regressor_types(config, synth_chest.AREAS).values()),
                           ["continuous"] * 3)
 
 
@@ -51,7 +52,8 @@ def test_gaussian_nll_is_the_training_loss_and_peaks_at_the_predicted_mean(workd
   work, config = workdir
   data = setup.prepare(config, work, "regressor", ("image", *synth_chest.AREAS))
   batch = next(iter(data.eval_batches("test")))
-  model, params = regressor.load_frozen(config, work, data)
+  model, params = builders.load_regressor(config, work)
+  assert model.stats == regressor.load_stats(work)  # saved with the weights
   x = jnp.asarray(batch["image"])
   truth = {a: jnp.asarray(batch[a]) for a in synth_chest.AREAS}
   nll = model.nll(params, x, truth)
@@ -66,4 +68,4 @@ def test_gaussian_nll_is_the_training_loss_and_peaks_at_the_predicted_mean(workd
   grad = jax.grad(lambda x: model.nll(params, x, truth)["heart_area"].sum())(x)
   assert bool(jnp.all(jnp.isfinite(grad))) and float(jnp.abs(grad).sum()) > 0
   with pytest.raises(ValueError, match="continuous variables only"):
-    regressor.gaussian_nll(model.model, params, x, {"sex": "binary"}, {}, {"sex": truth[a]})
+    regressor_model.gaussian_nll(model.model, params, x, {"sex": "binary"}, {}, {"sex": truth[a]})

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from segcft_jax.evaluation import gradient_conflict as gc
+from tools import gradient_conflict as gc
 
 
 def test_split_aux_parts_sum_to_the_weighted_loss():

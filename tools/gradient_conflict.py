@@ -11,7 +11,7 @@ them; `preserved`: those that must stay) and reports, at the pretrained HVAE (`n
 the stage's fine-tuned EMA weights, each part's value, the norm of its HVAE gradient and the
 cosine between every two parts' gradients (summed over the batches):
 
-    python -m segcft_jax.evaluation.gradient_conflict --workdir=runs/synth_vessel_positional \
+    python -m tools.gradient_conflict --workdir=runs/synth_vessel_positional \
         --stage=cft_pos_seg --structure=calcified [--batches=6] [--out=parts.json]
 
 A structure whose intervened part has a small gradient, opposed (negative cosine) by its own
@@ -26,13 +26,21 @@ its update, so its norms here are the unscaled ones (the result records the stag
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Any, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
-from segcft_jax.evaluation import command
+from segcft_jax import builders, entry, inference
+from segcft_jax.cft import methods
+from segcft_jax.cft.settings import CFTSettings, parse_weights
+from segcft_jax.cft.task import CounterfactualStep
+from segcft_jax.stages import cft
+from segcft_jax.train import sharding
+from tools import command
 
 PARTS = ("intervened", "preserved", "other_intervened", "other_preserved")
 
@@ -47,7 +55,6 @@ def split_aux(distances: dict[str, Any], intervened: dict[str, Any], weights: di
     weights: `{m: w_m}`.
     in_structure: the measurements of the structure.
   """
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   parts = [0.0] * 4
   for m, d in distances.items():
     hit = intervened[m].astype(d.dtype)
@@ -72,63 +79,55 @@ def summarise(values: np.ndarray, grads: np.ndarray) -> dict[str, Any]:
           "cosine": {a: dict(zip(PARTS, cos[i].tolist())) for i, a in enumerate(PARTS)}}
 
 
-def parser() -> argparse.ArgumentParser:
-  """The command's flags (argparse, so `main` can be called in-process by tests)."""
-  p = argparse.ArgumentParser(prog="python -m segcft_jax.evaluation.gradient_conflict",
-                              description=__doc__.split("\n\n")[0])
-  p.add_argument("--workdir", required=True, help="trained workdir")
-  p.add_argument("--stage", required=True, help="cft_reg, cft_seg or cft_pos_seg")
-  p.add_argument("--structure", required=True, help="e.g. calcified, heart, left_lung")
-  p.add_argument("--batches", type=int, default=6, help="first N training batches")
-  p.add_argument("--seed", type=int, default=0, help="key of interventions and abductions")
-  p.add_argument("--out", help="write the results as JSON to this path")
-  return p
+def define_flags(fv: flags.FlagValues) -> None:
+  """The command's flags."""
+  flags.DEFINE_string("workdir", None, "trained workdir", flag_values=fv)
+  flags.DEFINE_string("stage", None, "cft_reg, cft_seg or cft_pos_seg", flag_values=fv)
+  flags.DEFINE_string("structure", None, "e.g. calcified, heart, left_lung", flag_values=fv)
+  flags.DEFINE_integer("batches", 6, "first N training batches", flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "key of interventions and abductions", flag_values=fv)
+  for name in ("workdir", "stage", "structure"):
+    flags.mark_flag_as_required(name, flag_values=fv)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: flags.FlagValues) -> dict[str, Any]:
   """Loads the stage's DSCM and predictor and splits its aux at both sets of weights."""
-  from segcft_jax.cft import methods as methods_lib  # pylint: disable=g-import-not-at-top
-  from segcft_jax.evaluation import user_cf  # pylint: disable=g-import-not-at-top
-  stages = {s: m for m, s in methods_lib.METHODS.items() if s != "hvae"}
-  if args.stage not in stages:
-    raise ValueError(f"--stage={args.stage!r}: choose one of {', '.join(stages)}.")
+  if args.stage not in methods.CFT_STAGES:
+    raise ValueError(f"--stage={args.stage!r}: choose one of {', '.join(methods.CFT_STAGES)}.")
   if args.batches < 1:
     raise ValueError(f"--batches must be >= 1, got {args.batches}.")
-  config = user_cf.load_config(args.workdir, stages[args.stage])
-  # pylint: disable=g-import-not-at-top
-  import jax
-  from segcft_jax.cft.task import CounterfactualStep, balance_mode, parse_weights
-  from segcft_jax.stages import cft
-  # pylint: enable=g-import-not-at-top
-  jax.config.update("jax_threefry_partitionable", bool(config.threefry_partitionable))
-  data, predictor, frozen = cft.load_frozen(config, args.workdir, args.stage)
+  method = methods.BY_STAGE[args.stage].key
+  config = inference.load_config(args.workdir, method)
+  settings = CFTSettings.from_config(config, args.stage)
+  entry.setup_jax(config.threefry_partitionable)
+  data, predictor, frozen = cft.load_frozen(config, args.workdir, settings)
   chosen = parse_weights(args.structure, predictor.names, "--structure", default=0.0, bare=1.0)
   in_structure = [m for m in predictor.names if chosen[m] > 0]
   if len(in_structure) == len(predictor.names):
     raise ValueError(f"--structure={args.structure!r} must name some but not all of the "
                      f"measurements {', '.join(predictor.names)}.")
-  cfg = config[args.stage]
-  step = CounterfactualStep(cft.make_dscm(config), predictor, cfg, tuple(config.scm.intervenable))
-  weights = parse_weights(cfg.get("distance_weights", ""), predictor.names)
+  step = CounterfactualStep(builders.make_dscm(config), predictor, settings)
 
   def parts(hvae, frozen, batch, rng):
     out = step(hvae, frozen, batch, rng)
-    return split_aux(out["distances"], out["intervened"], weights, in_structure)
+    return split_aux(out["distances"], out["intervened"], settings.distance_weights,
+                     in_structure)
 
   fn = jax.jit(lambda *a: (parts(*a), jax.jacrev(parts)(*a)))
   result = {"workdir": args.workdir, "stage": args.stage, "structure": args.structure,
             "measurements": in_structure, "batches": args.batches, "seed": args.seed,
-            "balance": balance_mode(cfg), "weights": {}}
-  for method in ("no_cft", stages[args.stage]):
-    hvae = methods_lib.load_method(config, args.workdir, method, data)
+            "balance": settings.balance, "weights": {}}
+  for key in ("no_cft", method):
+    hvae = builders.load_hvae(config, args.workdir, methods.BY_KEY[key].stage,
+                              sharding.replicated(data.mesh))
     values, grads = [], []
     for i in range(args.batches):
-      batch = jax.tree.map(jax.numpy.asarray, data.train[i])
+      batch = jax.tree.map(jnp.asarray, data.train[i])
       v, jac = jax.device_get(fn(hvae, frozen, batch, jax.random.fold_in(
           jax.random.PRNGKey(args.seed), i)))
       values.append(v)
       grads.append(np.concatenate([g.reshape(4, -1) for g in jax.tree.leaves(jac)], axis=1))
-    result["weights"][method] = summarise(np.stack(values), np.stack(grads))
+    result["weights"][key] = summarise(np.stack(values), np.stack(grads))
   return result
 
 
@@ -144,7 +143,7 @@ def format_lines(structure: str, method: str, r: dict[str, Any]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """Runs the command; returns the exit status (0 ok, 1 bad input; argparse exits 2)."""
+  """Runs the command; returns the exit status (0 ok, 1 bad input, 2 bad flags)."""
 
   def lines(args, result):
     head = (f"{args.stage}, structure {args.structure}, first {args.batches} training batches "
@@ -152,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return [head] + [line for m, r in result["weights"].items()
                      for line in format_lines(args.structure, m, r)]
 
-  return command.run_command(parser(), run, lines, argv)
+  return command.run_command(define_flags, run, lines, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ gives the mean image x, the decodes mu -> mu* and sigma -> sigma* and x*: a stru
 the decoder mean does not draw (a small plaque an HVAE leaves in u) can only change through
 the scale term.
 
-    python -m segcft_jax.evaluation.shift_decomposition --workdir=runs/synth_chest \
+    python -m tools.shift_decomposition --workdir=runs/synth_chest \
         --variable=right_lung_area --change=-30% [--methods=no,reg,seg] [--num_examples=64]
 
 prints one line per method and writes `--out` (JSON) if given. Pixel terms are in 0-255
@@ -24,13 +24,22 @@ units (difference x 127.5); structure intensities in 0-255 ((v + 1) x 127.5).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Any, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
-from segcft_jax.evaluation import command
+from segcft_jax import entry, inference, workdir as workdir_lib
+from segcft_jax.cft import methods as methods_lib
+from segcft_jax.data import datasets
+from segcft_jax.evaluation import interventions, measure, metrics, suite
+from segcft_jax.evaluation import trained as trained_lib
+from segcft_jax.inference import requests
+from segcft_jax.scm import counterfactual as cf_lib
+from tools import command
 
 TERMS = ("total", "mean", "scale", "clip")
 STRUCTURE_STATS = ("x", "mu", "mu_cf", "sigma", "sigma_cf", "x_cf")
@@ -38,7 +47,6 @@ STRUCTURE_STATS = ("x", "mu", "mu_cf", "sigma", "sigma_cf", "x_cf")
 
 def split_change(x, mu, sigma, mu_cf, sigma_cf, x_cf) -> dict[str, Any]:
   """The three terms of x* - x (module docstring), `[B, H, W, 1]` each, plus the total."""
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   u = (x - mu) / jnp.maximum(sigma, 1e-12)
   return {"total": x_cf - x, "mean": mu_cf - mu, "scale": (sigma_cf - sigma) * u,
           "clip": x_cf - (mu_cf + sigma_cf * u)}
@@ -54,9 +62,6 @@ def masked_means(values: dict[str, Any], mask) -> dict[str, Any]:
 def _jitted_parts(trained, variable: str):
   """`(hvae, x, parents_n, target, mask, regions, rng) -> (terms, T, structure, decodes)`,
   jitted: the terms and decodes in 0-255 units, T dilated, the factual structure not."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from segcft_jax.evaluation import measure, metrics  # pylint: disable=g-import-not-at-top
-  from segcft_jax.scm import counterfactual as cf_lib  # pylint: disable=g-import-not-at-top
   t = trained
 
   def fn(hvae, x, parents_n, target, mask, regions, rng):
@@ -92,8 +97,6 @@ def decompose_method(trained, method: str, variable: str, change: float, batches
     batches: `suite.test_batches` of the test split.
     seed: key of the posterior samples (per batch: fold_in(seed, batch index)).
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  from segcft_jax.evaluation import interventions  # pylint: disable=g-import-not-at-top
   t = trained
   fn = _jitted_parts(t, variable)
   kind = interventions.relative_name(change)
@@ -123,19 +126,17 @@ def decompose_method(trained, method: str, variable: str, change: float, batches
   return out
 
 
-def parser() -> argparse.ArgumentParser:
-  """The command's flags (argparse, so `main` can be called in-process by tests)."""
-  p = argparse.ArgumentParser(prog="python -m segcft_jax.evaluation.shift_decomposition",
-                              description=__doc__.split("\n\n")[0])
-  p.add_argument("--workdir", required=True, help="trained workdir (runs/<config>)")
-  p.add_argument("--variable", required=True, help="intervened area variable")
-  p.add_argument("--change", default="-30%", help="relative change, e.g. -30%% (default)")
-  p.add_argument("--methods", default="",
-                 help="comma-separated methods (no, reg, seg, pos_seg); default: all trained")
-  p.add_argument("--num_examples", type=int, default=64, help="first N test examples")
-  p.add_argument("--seed", type=int, default=0, help="key of the posterior samples")
-  p.add_argument("--out", help="write the results as JSON to this path")
-  return p
+def define_flags(fv: flags.FlagValues) -> None:
+  """The command's flags."""
+  flags.DEFINE_string("workdir", None, "trained workdir (runs/<config>)", flag_values=fv)
+  flags.DEFINE_string("variable", None, "intervened area variable", flag_values=fv)
+  flags.DEFINE_string("change", "-30%", "relative change, e.g. -30% (default)", flag_values=fv)
+  flags.DEFINE_string("methods", "", "comma-separated methods (no, reg, seg, pos_seg); "
+                      "default: all trained", flag_values=fv)
+  flags.DEFINE_integer("num_examples", 64, "first N test examples", flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "key of the posterior samples", flag_values=fv)
+  for name in ("workdir", "variable"):
+    flags.mark_flag_as_required(name, flag_values=fv)
 
 
 def parse_change(text: str) -> float:
@@ -143,44 +144,36 @@ def parse_change(text: str) -> float:
 
   -100 % (removal) intervenes only where a zero area is in the variable's support (plaques).
   """
-  from segcft_jax.evaluation import user_cf  # pylint: disable=g-import-not-at-top
-  value, relative = user_cf.parse_value("--change", text)
+  value, relative = requests.parse_value("--change", text)
   if not relative or value < -100.0:
     raise ValueError(f"--change={text!r}: expected a relative change of at least -100%, "
                      f"e.g. -30%.")
   return value / 100.0
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: flags.FlagValues) -> dict[str, Any]:
   """Loads each method with its own stage config and decomposes its counterfactuals."""
-  from segcft_jax.cft import methods as methods_lib  # pylint: disable=g-import-not-at-top
-  from segcft_jax.evaluation import user_cf  # pylint: disable=g-import-not-at-top
-  from segcft_jax.stages import records  # pylint: disable=g-import-not-at-top
   change = parse_change(args.change)
   if args.num_examples < 1:
     raise ValueError(f"--num_examples must be >= 1, got {args.num_examples}.")
   if args.methods:
-    methods = [user_cf.method_key(m) for m in args.methods.split(",") if m.strip()]
+    keys = [methods_lib.method_key(m) for m in args.methods.split(",") if m.strip()]
   else:
-    methods = [m for m, s in methods_lib.METHODS.items() if records.is_done(args.workdir, s)]
-  configs = {m: user_cf.load_config(args.workdir, m) for m in methods}  # Checks each first.
-  if not methods:
+    keys = [m.key for m in methods_lib.METHODS if workdir_lib.is_done(args.workdir, m.stage)]
+  configs = {m: inference.load_config(args.workdir, m) for m in keys}  # Checks each first.
+  if not keys:
     raise FileNotFoundError(f"No trained method in {args.workdir}.")
-  from segcft_jax.evaluation import trained as trained_lib  # pylint: disable=g-import-not-at-top
   for method, config in configs.items():  # Before any model is loaded.
     areas = trained_lib.locate(config, tuple(config.scm.intervenable))
     if args.variable not in areas:
       raise ValueError(f"{args.variable!r} is not an area variable of {method} in "
                        f"{args.workdir}; choose one of {', '.join(areas)}.")
-  import jax  # pylint: disable=g-import-not-at-top
-  from segcft_jax.data import datasets  # pylint: disable=g-import-not-at-top
-  from segcft_jax.evaluation import suite  # pylint: disable=g-import-not-at-top
   result = {"workdir": args.workdir, "variable": args.variable, "change": change,
             "num_examples": args.num_examples, "seed": args.seed, "units": "0-255",
             "methods": {}}
-  for method in methods:
+  for method in keys:
     config = configs[method]
-    jax.config.update("jax_threefry_partitionable", bool(config.threefry_partitionable))
+    entry.setup_jax(config.threefry_partitionable)
     t = trained_lib.load_trained(config, args.workdir, methods=[method], predictors=False)
     source = datasets.open_split(datasets.prepared_builder(config.data, args.workdir), "test")
     batches = suite.test_batches(source, t.input_keys, int(config.evaluate.batch_size),
@@ -202,13 +195,13 @@ def format_line(method: str, r: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """Runs the command; returns the exit status (0 ok, 1 bad input; argparse exits 2)."""
+  """Runs the command; returns the exit status (0 ok, 1 bad input, 2 bad flags)."""
 
   def lines(args, result):
     head = f"{args.variable} {args.change}, first {args.num_examples} test examples (0-255):"
     return [head] + [format_line(m, r) for m, r in result["methods"].items()]
 
-  return command.run_command(parser(), run, lines, argv)
+  return command.run_command(define_flags, run, lines, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from segcft_jax.evaluation import shift_decomposition as sd
+from tools import shift_decomposition as sd
 from segcft_jax.models.hvae import counterfactual_image
 
 
