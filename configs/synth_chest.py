@@ -57,7 +57,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Reg-CFT's predictor: reads the areas from the whole image (brightness shortcut allowed).
   c.regressor = defaults.regressor_section(AREAS)
   # The scalar SCM and the image mechanism, SPEC §1. HVAE 1,000 steps, not the recipe's 700:
-  # at 700, Seg-CFT amplified the HVAE's exposure-area coupling (docs/config_history.md).
+  # at 700, Seg-CFT amplified the HVAE's exposure-area coupling (docs/experiments.md).
   c.pgm = defaults.pgm_section()
   c.hvae = defaults.hvae_section(parents=("sex", "age", *AREAS), num_steps=1000)
   # Counterfactual fine-tuning: Reg-CFT (regressor) and Seg-CFT (segmentor soft areas) of the

@@ -95,7 +95,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.regressor = defaults.regressor_section(c.cft_variables)
   # The scalar SCM and the image mechanism (same recipe as synth_chest), SPEC §1. HVAE 2,800
   # steps, 4x the recipe's 700: at 700 the decoder leaves the small calcified plaques in the
-  # carried-over pixel noise (docs/config_history.md).
+  # carried-over pixel noise (docs/experiments.md).
   c.pgm = defaults.pgm_section()
   c.hvae = defaults.hvae_section(parents=("sex", "age", *c.cft_variables), num_steps=2800)
   # Counterfactual fine-tuning: Reg-CFT, global Seg-CFT (soft areas of whole structures) and,

@@ -92,7 +92,7 @@ def counterfactual_decodes(models: DSCM, params: Mapping[str, Any], x: jax.Array
                            ) -> dict[str, Any]:
   """`counterfactual` with its decodes: a dict of `x_cf`, `parents_cf` and the factual and
   counterfactual decoder means and scales `mu`, `sigma`, `mu_cf`, `sigma_cf` `[B, H, W, 1]`
-  (what `evaluation.shift_decomposition` splits x* - x into). Same arguments."""
+  (what `tools/shift_decomposition.py` splits x* - x into). Same arguments."""
   if factual is not None and latents is None:
     raise ValueError("`factual` is the decode of given `latents`; pass both or neither.")
   parents_cf = models.pgm.counterfactual(params["pgm"], parents, do)

@@ -278,7 +278,7 @@ def hvae_section(parents: tuple[str, ...], num_steps: int = 700) -> ml_collectio
   """The `hvae` section: a CPU-sized VDVAE-style HVAE with an exogenous prior (SPEC §1).
 
   AdamW betas (0.9, 0.9) and clip 350 / skip 500 as the reference. Deviations, for a CPU
-  budget of hundreds of steps (docs/config_history.md):
+  budget of hundreds of steps (docs/experiments.md):
     EMA rate 0.99, not 0.999: over its first ~1,000 steps a 0.999 EMA is the plain mean of
       all weights, early ones included.
     lr 3e-3, not 1e-3: a lower test -ELBO in the same steps.
@@ -301,7 +301,7 @@ def hvae_section(parents: tuple[str, ...], num_steps: int = 700) -> ml_collectio
 def cft_section(**overrides) -> ml_collections.ConfigDict:
   """A CFT stage section of the phantom recipe (`cft_config`, 150 steps); `overrides` to it.
 
-  Deviations from the reference, for a CPU budget of 150 steps (docs/config_history.md):
+  Deviations from the reference, for a CPU budget of 150 steps (docs/experiments.md):
     damping 1, not 100: the predictor's gradient (relative-L1 distances) is hundreds of times
       smaller than the damped ELBO term's, which alone would steer the update.
     lr 1e-3 with 20 warm-up steps: without warm-up the first update pushed the -ELBO past
