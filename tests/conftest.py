@@ -73,3 +73,16 @@ def chest_records():
              "right_lung_area": float(rng.uniform(70, 120)),
              "heart_area": float(rng.uniform(40, 80))} for _ in range(n)]
   return make
+
+
+# Under pytest-xdist (`-n 2 --dist loadgroup`, pyproject's addopts) the tests of the shared
+# trained workdirs run on one worker, so each workdir is trained once per session.
+_SHARED_WORKDIRS = {"quick_chest_workdir", "quick_chest_seed1_workdir"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+  del config
+  for item in items:
+    if _SHARED_WORKDIRS & set(getattr(item, "fixturenames", ())):
+      item.add_marker(pytest.mark.xdist_group("trained_workdirs"))
