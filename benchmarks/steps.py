@@ -175,18 +175,27 @@ def _train_bench(task, cfg, host_batch, mesh, frozen, fsdp_min_size) -> Bench:
                state_lib.count_params(state.params))
 
 
-def _frozen(config, kind: str, host_batch, dscm) -> dict:
-  """Randomly initialised frozen PGM and predictor (regressor or segmentor U-Net)."""
-  if kind == "regressor":
+def _frozen(config, kind: str, host_batch, dscm, regressor_for=()) -> dict:
+  """Randomly initialised frozen PGM and predictor (regressor, segmentor U-Net, or both for
+  a hybrid)."""
+  reg = seg = None
+  if kind == "regressor" or regressor_for:
     types = builders.regressor_types(config)
-    task = regressor.regression_task(config.regressor, types, {v: (0.0, 1.0) for v in types})
-  else:
-    task = segmentor.segmentation_task("segmentor", config.segmentor.model,
-                                       builders.class_names(config),
-                                       config.segmentor.dice_weight)
+    reg = regressor.regression_task(config.regressor, types, {v: (0.0, 1.0) for v in types})
+  if kind != "regressor":
+    seg = segmentor.segmentation_task("segmentor", config.segmentor.model,
+                                      builders.class_names(config),
+                                      config.segmentor.dice_weight)
   k1, k2 = jax.random.split(jax.random.PRNGKey(1))
-  return {"pgm": jax.jit(dscm.pgm.init)(k1),
-          "predictor": jax.jit(task.init)(k2, {"image": host_batch["image"][:1]})}
+  image = {"image": host_batch["image"][:1]}
+  if kind == "regressor":
+    predictor = jax.jit(reg.init)(k2, image)
+  elif regressor_for:
+    predictor = {"segmentor": jax.jit(seg.init)(k2, image), "regressor": jax.jit(reg.init)(
+        jax.random.fold_in(k2, 1), image)}
+  else:
+    predictor = jax.jit(seg.init)(k2, image)
+  return {"pgm": jax.jit(dscm.pgm.init)(k1), "predictor": predictor}
 
 
 def _counterfactual_bench(config, host_batch, mesh) -> Bench:
@@ -222,10 +231,10 @@ def build(config, step: str, host_batch, mesh) -> Bench:
   settings = CFTSettings.from_config(config, step)
   kind = settings.predictor
   dscm = builders.make_dscm(config)
-  predictor = cft_stage.unloaded_predictor(config, kind)
+  predictor = cft_stage.unloaded_predictor(config, kind, settings.regressor_for)
   task = cft_task(settings, config, dscm, predictor, epsilon=EPSILON)
   return _train_bench(task, config[step], host_batch, mesh,
-                      _frozen(config, kind, host_batch, dscm), fsdp_min)
+                      _frozen(config, kind, host_batch, dscm, settings.regressor_for), fsdp_min)
 
 
 def measure(bench: Bench, steps: int, warmup: int) -> dict:

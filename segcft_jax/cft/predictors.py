@@ -86,12 +86,16 @@ def measured_variables(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   return tuple(config.scm.intervenable)
 
 
-def measurement_names(config: ml_collections.ConfigDict, kind: str) -> tuple[str, ...]:
-  """The names of what predictor kind `kind` measures under `config` (nothing is loaded)."""
+def measurement_names(config: ml_collections.ConfigDict, kind: str,
+                      regressor_for: Sequence[str] = ()) -> tuple[str, ...]:
+  """The names of what predictor kind `kind` measures under `config` (nothing is loaded);
+  `regressor_for`: variables a segmentor predictor leaves to the regressor (a hybrid)."""
   variables = measured_variables(config)
   if kind == "regressor":
     return variables
-  return tuple(m.name for m in segmentor_measurements(config, variables, kind == "positional"))
+  own = tuple(v for v in variables if v not in regressor_for)
+  measured = segmentor_measurements(config, own, kind == "positional")
+  return tuple(m.name for m in measured) + tuple(v for v in variables if v in regressor_for)
 
 
 def measured_structure(config: ml_collections.ConfigDict, variable: str
@@ -173,15 +177,41 @@ def regressor_predictor(predict: Callable[[Any, jax.Array], Mapping[str, jax.Arr
   return Predictor(kind="regressor", measurements=tuple(Measurement(v, (v,)) for v in variables),
                    apply=apply, nll=nll)
 
+def hybrid_predictor(segmentor: Predictor, regressor: Predictor) -> Predictor:
+  """A segmentor predictor whose non-area variables the regressor measures.
+
+  Its parameters are `{"segmentor": U-Net params, "regressor": regressor params}`; the kind
+  stays the segmentor's (the method's), the measurements are both predictors' in order.
+  """
+
+  def apply(params, x, batch):
+    return {**segmentor.apply(params["segmentor"], x, batch),
+            **regressor.apply(params["regressor"], x, batch)}
+
+  return Predictor(kind=segmentor.kind, measurements=segmentor.measurements +
+                   regressor.measurements, apply=apply)
 
 
-def make_predictor(config: ml_collections.ConfigDict, kind: str, network: Any) -> Predictor:
+def make_predictor(config: ml_collections.ConfigDict, kind: str, network: Any,
+                   regressor: Any = None, regressor_for: Sequence[str] = ()) -> Predictor:
   """The predictor of kind `kind` from its frozen network: a `models.regressor.RegressorModel`
-  (regressor) or the segmentor's U-Net module (segmentor, positional)."""
+  (regressor) or the segmentor's U-Net module (segmentor, positional).
+
+  Args:
+    regressor_for: variables a segmentor predictor leaves to `regressor` (a
+      `RegressorModel`): Morpho-MNIST's thickness and intensity, which no soft area measures.
+  """
   variables = measured_variables(config)
   if kind == "regressor":
     return regressor_predictor(network.predict, variables, network.nll)
   if kind not in KINDS:
     raise ValueError(f"Unknown predictor kind {kind!r}; choose one of {KINDS}.")
-  measured = segmentor_measurements(config, variables, kind == "positional")
-  return segmentor_predictor(network, measured, kind)
+  own = tuple(v for v in variables if v not in regressor_for)
+  measured = segmentor_measurements(config, own, kind == "positional")
+  seg = segmentor_predictor(network, measured, kind)
+  rest = tuple(v for v in variables if v in regressor_for)
+  if not rest:
+    return seg
+  if regressor is None:
+    raise ValueError(f"A {kind} predictor that leaves {rest} to the regressor needs it.")
+  return hybrid_predictor(seg, regressor_predictor(regressor.predict, rest))

@@ -90,6 +90,7 @@ class CFTSettings:
     draw_weights: relative draw probability of every intervenable variable.
     focus: per intervenable variable, whether the curriculum draws it (None: no curriculum).
     balance: "" (plain gradient) or "structure" (`cft.balance`).
+    regressor_for: variables a segmentor predictor leaves to the regressor (a hybrid).
   """
   stage: str
   predictor: str
@@ -113,6 +114,7 @@ class CFTSettings:
   focus: tuple[bool, ...] | None
   focus_steps: int
   balance: str
+  regressor_for: tuple[str, ...] = ()
 
   @property
   def reuse_latents(self) -> bool:
@@ -131,7 +133,8 @@ class CFTSettings:
     kind = methods.BY_STAGE[stage].predictor
     variables = predictors.measured_variables(config)
     intervenable = tuple(config.scm.intervenable)
-    names = predictors.measurement_names(config, kind)
+    regressor_for = _regressor_for(config, stage, kind, variables)
+    names = predictors.measurement_names(config, kind, regressor_for)
     if cfg.distance not in DISTANCES:
       raise ValueError(f"config.{stage}.distance={cfg.distance!r} is not one of {DISTANCES}.")
     if cfg.distance == "nll":
@@ -152,7 +155,29 @@ class CFTSettings:
         reuse_elbo_latents=bool(cfg.reuse_elbo_latents),
         distance_weights=parse_weights(cfg.distance_weights, names),
         draw_weights=tuple(draw[v] for v in intervenable), focus=_focus(cfg, intervenable),
-        focus_steps=int(cfg.focus_steps), balance=cfg.balance)
+        focus_steps=int(cfg.focus_steps), balance=cfg.balance, regressor_for=regressor_for)
+
+
+def _regressor_for(config: ml_collections.ConfigDict, stage: str, kind: str,
+                   variables: tuple[str, ...]) -> tuple[str, ...]:
+  """`config.<stage>.regressor_for`, checked: measured variables the regressor predicts,
+  under a segmentor predictor with a distance other than `nll`."""
+  names = tuple(config[stage].regressor_for)
+  if not names:
+    return ()
+  if kind == "regressor":
+    raise ValueError(f"config.{stage}.regressor_for is for segmentor stages; {stage} already "
+                     f"measures everything with the regressor.")
+  unknown = [v for v in names if v not in variables]
+  regressed = tuple(config.regressor.variables) if "regressor" in config else ()
+  missing = [v for v in names if v not in regressed]
+  if unknown or missing:
+    raise ValueError(f"config.{stage}.regressor_for={names}: every entry must be a measured "
+                     f"variable ({', '.join(variables)}) that config.regressor.variables "
+                     f"({', '.join(regressed) or 'no regressor'}) predicts.")
+  if config[stage].distance == "nll":
+    raise ValueError(f"config.{stage}.distance='nll' is for cft_reg only.")
+  return tuple(v for v in variables if v in names)
 
 
 def _check_nll(config: ml_collections.ConfigDict, stage: str, kind: str,

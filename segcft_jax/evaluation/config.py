@@ -21,6 +21,9 @@ Fields:
   exposure_gains: global exposure gains g at which every predictor re-measures the factual
     test images (`pipeline.rescale_exposure`): how much a predictor reads areas from the
     global brightness, the shortcut behind Reg-CFT's global effect (() = off).
+  morphometric: variables the non-learned morphometric oracle measures from the image
+    (`evaluation.morphometry`: Morpho-MNIST thickness and intensity; () = none); their
+    interventions are localised by the oracle's mask of `morphometry.STRUCTURE`.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ EVALUATE_QUICK = {"evaluate.batch_size": 16, "evaluate.num_examples": 32,
                   "evaluate.composition_examples": 16}
 
 
-def evaluate_config(area_error: str = "mape") -> ml_collections.ConfigDict:
+def evaluate_config(area_error: str = "mape",
+                    morphometric: tuple[str, ...] = ()) -> ml_collections.ConfigDict:
   """The `evaluate` section; `area_error` is one of AREA_ERRORS.
 
   64 test examples keep the stage CPU-sized: per method and example it runs 5 interventions
@@ -53,4 +57,5 @@ def evaluate_config(area_error: str = "mape") -> ml_collections.ConfigDict:
       dilation=2,
       area_error=area_error,
       figure_examples=4,
-      exposure_gains=(0.9, 1.1)))
+      exposure_gains=(0.9, 1.1),
+      morphometric=tuple(morphometric)))

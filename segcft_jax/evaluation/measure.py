@@ -8,6 +8,9 @@ L = argmax segmentor logits and p = softmax(segmentor logits):
     segmentor_soft:  a_v = sum_pixels p_k [* 1{region = r}]              (Seg-CFT's measure)
     regressor:       a_v = the regressor's de-standardised prediction    (Reg-CFT's measure)
 
+Variables of `config.evaluate.morphometric` (Morpho-MNIST thickness, intensity) are measured
+for the oracle by `evaluation.morphometry`, outside the jitted `measure` (`add_morphometry`).
+
 The oracle is the evaluation's referee (it is never used in fine-tuning); the others expose
 how much a fine-tuned model over-fits its own training predictor. Areas are in pixels.
 """
@@ -20,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from segcft_jax.cft import measurements
-from segcft_jax.evaluation import metrics
+from segcft_jax.evaluation import metrics, morphometry
 from segcft_jax.evaluation.trained import Trained
 
 PREDICTORS = ("oracle", "segmentor_soft", "segmentor_hard", "regressor")
@@ -78,8 +81,17 @@ def structure_target(trained: Trained, variable: str, labels: jax.Array,
                      regions: jax.Array | None) -> jax.Array:
   """`[B, H, W]` mask of `variable`'s structure in label map `labels` (its region's part in
   the positional setting)."""
-  cls, region = trained.structures[variable]
+  cls, region = trained.localised[variable]
   return metrics.structure_mask(labels, cls, regions, region)
+
+
+def add_morphometry(trained: Trained, x: Any, measured: dict[str, Any]) -> dict[str, Any]:
+  """`measured` (host arrays of `measure`) with the morphometric oracle's values of
+  `trained.morphometric` on images `x` added to its "oracle" entry (host numpy, not jitted)."""
+  if trained.morphometric:
+    measured["oracle"] = dict(measured["oracle"], **morphometry.measure(
+        jax.device_get(x), trained.morphometric))
+  return measured
 
 
 def structure_union(trained: Trained, variable: str, labels_f: jax.Array,

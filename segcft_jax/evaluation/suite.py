@@ -39,7 +39,8 @@ import numpy as np
 
 from segcft_jax.cft import methods as methods_lib
 from segcft_jax.data import pipeline
-from segcft_jax.evaluation import interventions, measure, metrics, results, true_cf
+from segcft_jax.evaluation import (interventions, measure, metrics, morphometry, results,
+                                   true_cf)
 from segcft_jax.evaluation.trained import TRAINING_PREDICTOR, Trained
 from segcft_jax.models import hvae as hvae_lib
 from segcft_jax.scm import counterfactual as cf_lib
@@ -152,7 +153,7 @@ class Suite:
                       "mape": metrics.absolute_percentage_error(a, targets[w])}
                   for w, a in measured[p].items()} for p in self.predictors}
     target = jnp.zeros(labels_f.shape, bool)  # [B, H, W]
-    for v in t.structures:
+    for v in t.localised:
       s = measure.structure_union(t, v, labels_f, measured["labels"], regions)
       target = target | (s & do_mask[v][:, None, None])
     loc = metrics.localisation(x, x_cf, target, self.cfg.dilation)
@@ -169,7 +170,8 @@ class Suite:
     """x*, pa*, the oracle's areas of x* and `_score`, as numpy arrays."""
     x_cf, parents_cf = jax.device_get(
         self._cf(hvae, self.t.frozen, x, parents_n, do_raw, do_mask, rng))
-    measured = jax.device_get(self._measure(self.t.frozen, x_cf, regions))
+    measured = measure.add_morphometry(
+        self.t, x_cf, jax.device_get(self._measure(self.t.frozen, x_cf, regions)))
     scores = self._score_fn(x, x_cf, parents_cf, measured, labels_f, do_mask, regions)
     return dict(jax.device_get(scores), x_cf=x_cf, parents_cf=parents_cf,
                 oracle=measured["oracle"])
@@ -194,7 +196,7 @@ class Suite:
     self.num_examples += int(valid.sum())
     x, regions = a["image"], a.get("regions")
     parents_n = jax.device_get(t.graph.normalize({n: a[n] for n in t.graph.order}))
-    factual = jax.device_get(self._measure(t.frozen, x, regions))
+    factual = measure.add_morphometry(t, x, jax.device_get(self._measure(t.frozen, x, regions)))
     for v, m in factual["oracle"].items():
       err = {"mae": np.abs(m - a[v]), "mape": 100.0 * np.abs(m - a[v]) / np.maximum(a[v], 1e-8)}
       self._add_errors(("ref", "oracle_on_factual", v), err, a[v], valid)
@@ -246,7 +248,7 @@ class Suite:
               self._add_errors(("eff", method, v, k, p), errors, out["targets"][v], mask)
           else:
             self._add_errors(("pres", method, w, p), errors, out["targets"][w], mask)
-      if v in t.structures:
+      if v in t.localised:
         loc = _localisation_record(out)
         for k, val in loc.items():
           acc.add(("loc", method, v, k), val, mask)
@@ -329,14 +331,21 @@ class Suite:
         "exposure_gains": [float(g) for g in cfg.exposure_gains],
         "predictors": list(self.predictors), "training_predictor": dict(TRAINING_PREDICTOR),
         "split": "test", "num_examples": self.num_examples, "batch_size": cfg.batch_size,
-        "seed": cfg.seed, "setting": methods_lib.setting(self.t.config)}
+        "seed": cfg.seed, "setting": methods_lib.setting(self.t.config),
+        **({"morphometric": {
+            "variables": list(self.t.morphometric),
+            "oracle": "non-learned (evaluation.morphometry): thickness = 2 mean distance "
+                      "transform along the skeleton of the Otsu-binarised 4x bicubic upsample "
+                      "/ 4 (px); intensity = median of the pixels >= Otsu's threshold (0-255)",
+            "localised_by": f"the oracle mask of {morphometry.STRUCTURE!r}"}}
+           if self.t.morphometric else {})}
 
   def metrics(self) -> dict[str, Any]:
     """metrics.json: conventions, method-independent reference floors and every method."""
     times = sorted({1, int(self.cfg.composition_times)}) if self.cfg.composition_times else []
     methods = {m: results.method_metrics(
         self.acc, m, self.t.variables, self.kinds, self.predictors, TRAINING_PREDICTOR.get(m),
-        tuple(self.t.structures), times) for m in self.t.methods}
+        tuple(self.t.localised), times) for m in self.t.methods}
     return {"conventions": self.conventions(),
             "reference": results.reference_metrics(self.acc, self.t.variables, self.predictors,
                                                    tuple(self.cfg.exposure_gains)),

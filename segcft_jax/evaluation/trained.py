@@ -20,6 +20,8 @@ from segcft_jax import builders
 from segcft_jax import workdir as workdir_lib
 from segcft_jax.cft import methods as methods_lib
 from segcft_jax.cft.predictors import measured_structure
+from segcft_jax.data import datasets
+from segcft_jax.evaluation import morphometry
 from segcft_jax.models.regressor import RegressorModel
 from segcft_jax.models.unet import UNet
 from segcft_jax.scm.counterfactual import DSCM
@@ -46,6 +48,10 @@ class Trained:
     oracle, segmentor: U-Net modules (segmentor None when that stage is absent).
     regressor: `RegressorModel` or None.
     uses_regions: whether measurements read the example's region map.
+    morphometric: variables the non-learned morphometric oracle measures
+      (`config.evaluate.morphometric`).
+    localised: variable -> (class, region) whose oracle mask localises its interventions:
+      `structures`, and the morphometric variables' `morphometry.STRUCTURE`.
   """
   config: ml_collections.ConfigDict
   graph: Graph
@@ -58,6 +64,8 @@ class Trained:
   segmentor: UNet | None
   regressor: RegressorModel | None
   uses_regions: bool
+  morphometric: tuple[str, ...] = ()
+  localised: dict[str, tuple[int, int | None]] = dataclasses.field(default_factory=dict)
 
   @property
   def input_keys(self) -> tuple[str, ...]:
@@ -127,7 +135,16 @@ def load_trained(config: ml_collections.ConfigDict, workdir: str,
     reg, frozen["regressor"] = builders.load_regressor(config, workdir, on)
   variables = tuple(config.scm.intervenable)
   structures = locate(config, variables)
+  morphometric = tuple(config.evaluate.get("morphometric", ()))
+  localised = dict(structures)
+  if morphometric:
+    classes = datasets.spec(config.data.name).class_names
+    if morphometry.STRUCTURE not in classes:
+      raise ValueError(f"config.evaluate.morphometric needs a {morphometry.STRUCTURE!r} "
+                       f"segmentation class; dataset {config.data.name!r} has {classes}.")
+    localised.update({v: (classes.index(morphometry.STRUCTURE), None) for v in morphometric})
   return Trained(config=config, graph=Graph.from_config(config.scm),
                  models=builders.make_dscm(config), variables=variables, structures=structures,
                  methods=loaded, frozen=frozen, oracle=oracle, segmentor=seg, regressor=reg,
-                 uses_regions=any(r is not None for _, r in structures.values()))
+                 uses_regions=any(r is not None for _, r in structures.values()),
+                 morphometric=morphometric, localised=localised)

@@ -37,30 +37,44 @@ def data_keys(config: ml_collections.ConfigDict, kind: str) -> tuple[str, ...]:
   return keys + (("regions",) if kind == "positional" else ())
 
 
-def unloaded_predictor(config: ml_collections.ConfigDict, kind: str):
-  """The predictor of kind `kind` with its network built but no weights read (shapes only:
+def unloaded_predictor(config: ml_collections.ConfigDict, kind: str,
+                       regressor_for: tuple[str, ...] = ()):
+  """The predictor of kind `kind` with its networks built but no weights read (shapes only:
   restoring a checkpoint, benchmarks); a regressor's targets are left standardised."""
-  if kind == "regressor":
+  regressor = None
+  if kind == "regressor" or regressor_for:
     unit = {v: (0.0, 1.0) for v in builders.regressor_types(config)}
-    return predictors.make_predictor(config, kind, builders.make_regressor(config, unit))
-  return predictors.make_predictor(config, kind, builders.make_unet(config, "segmentor"))
+    regressor = builders.make_regressor(config, unit)
+  if kind == "regressor":
+    return predictors.make_predictor(config, kind, regressor)
+  return predictors.make_predictor(config, kind, builders.make_unet(config, "segmentor"),
+                                   regressor, regressor_for)
 
 
-def load_predictor(config: ml_collections.ConfigDict, workdir: str, kind: str, mesh):
-  """`(Predictor, params replicated on mesh)` of predictor kind `kind`."""
+def load_predictor(config: ml_collections.ConfigDict, workdir: str, settings: CFTSettings,
+                   mesh):
+  """`(Predictor, params replicated on mesh)` of the stage's predictor (a hybrid's params:
+  `{"segmentor": ..., "regressor": ...}`)."""
   where = sharding.replicated(mesh)
+  kind = settings.predictor
   if kind == "regressor":
     network, params = builders.load_regressor(config, workdir, where)
-  else:  # Never the oracle: it is reserved for evaluation.
-    network, params = builders.load_unet(config, workdir, "segmentor", where)
-  return predictors.make_predictor(config, kind, network), params
+    return predictors.make_predictor(config, kind, network), params
+  # Never the oracle: it is reserved for evaluation.
+  network, params = builders.load_unet(config, workdir, "segmentor", where)
+  if not settings.regressor_for:
+    return predictors.make_predictor(config, kind, network), params
+  regressor, regressor_params = builders.load_regressor(config, workdir, where)
+  predictor = predictors.make_predictor(config, kind, network, regressor,
+                                        settings.regressor_for)
+  return predictor, {"segmentor": params, "regressor": regressor_params}
 
 
 def load_frozen(config: ml_collections.ConfigDict, workdir: str, settings: CFTSettings):
   """`(data, predictor, frozen)` of a CFT stage: its batches and mesh, its predictor and the
   frozen arguments of its step, `{"pgm": PGM EMA params, "predictor": params}`."""
   data = setup.prepare(config, workdir, settings.stage, data_keys(config, settings.predictor))
-  predictor, predictor_params = load_predictor(config, workdir, settings.predictor, data.mesh)
+  predictor, predictor_params = load_predictor(config, workdir, settings, data.mesh)
   pgm_params = builders.load_pgm(config, workdir, sharding.replicated(data.mesh))
   return data, predictor, {"pgm": pgm_params, "predictor": predictor_params}
 

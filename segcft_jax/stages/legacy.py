@@ -52,7 +52,7 @@ def _recipe(config: ml_collections.ConfigDict, workdir: str, name: str) -> Recip
             builders.hvae_architecture(config), whole)
   if name in methods.CFT_STAGES:
     settings = CFTSettings.from_config(config, name)
-    predictor = cft.unloaded_predictor(config, settings.predictor)
+    predictor = cft.unloaded_predictor(config, settings.predictor, settings.regressor_for)
     task = cft_task(settings, config, builders.make_dscm(config), predictor, epsilon=0.0)
     return (task, cft.data_keys(config, settings.predictor), builders.hvae_architecture(config),
             lambda params: params["hvae"])

@@ -227,14 +227,16 @@ def cft_config(*, batch_size: int, num_steps: int, lr: float, weight_decay: floa
   likelier than on the others ("" = the uniform draw); `focus_steps` = N > 0 draws the first
   N steps' interventions only on the variables of the structures in `focus` (e.g.
   "calcified"; `cft.task.focus_mask`); `balance="structure"` gives every structure's
-  predictor loss the same gradient norm (`cft.balance`). `seed`: as in `train_config`.
+  predictor loss the same gradient norm (`cft.balance`); `regressor_for` (segmentor stages)
+  names variables no soft area measures, which the frozen regressor measures instead (a
+  hybrid predictor). `seed`: as in `train_config`.
   """
   fields = dict(
       distance="relative_l1", distance_floor=1.0, huber_delta=0.05, aux_weight=1.0,
       damping=100.0, lmbda_init=0.0, lr_lagrange=1e-2, elbo_margin=0.02,
       intervention="permutation", relative_range=(0.1, 0.3),
       train_encoder=True, t_abduct=1.0, reuse_elbo_latents=True, distance_weights="",
-      draw_weights="", focus="", focus_steps=0, balance="")
+      draw_weights="", focus="", focus_steps=0, balance="", regressor_for=())
   unknown = set(extra) - set(fields)
   if unknown:
     raise ValueError(f"Unknown CFT config fields {sorted(unknown)}; valid: {sorted(fields)}.")

@@ -7,8 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from segcft_jax import config_files
+from segcft_jax import builders, config_files
 from segcft_jax.cft import predictors
+from segcft_jax.cft.settings import CFTSettings
+from segcft_jax.stages import cft as cft_stage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -76,3 +78,27 @@ def test_segmentor_predictor_measures_soft_areas_of_its_output():
   assert float(glob.measure({}, x, batch)["lumen_area"][0]) == pytest.approx(36.0, abs=1e-3)
   values = {v: jnp.ones(1) for v in vessel.cft_variables}
   assert float(glob.targets(values)["lumen_area"][0]) == 3.0
+
+
+def test_hybrid_seg_cft_measures_areas_by_soft_area_and_the_rest_by_the_regressor():
+  config = _config("morphomnist.py:quick")
+  settings = CFTSettings.from_config(config, "cft_seg")
+  assert settings.regressor_for == ("thickness", "intensity")
+  assert settings.measurements == ("stroke_area", "thickness", "intensity")
+  predictor = cft_stage.unloaded_predictor(config, "segmentor", settings.regressor_for)
+  assert predictor.names == settings.measurements and predictor.kind == "segmentor"
+  x = jnp.zeros((2, 32, 32, 1))
+  unet = builders.make_unet(config, "segmentor")
+  regressor = builders.make_regressor(config, {v: (0.0, 1.0)
+                                               for v in builders.regressor_types(config)})
+  params = {"segmentor": unet.init(jax.random.PRNGKey(0), x)["params"],
+            "regressor": regressor.model.init(jax.random.PRNGKey(1), x)["params"]}
+  out = predictor.measure(params, x, {})
+  probs = jax.nn.softmax(unet.apply({"params": params["segmentor"]}, x), axis=-1)
+  np.testing.assert_allclose(out["stroke_area"], probs[..., 1].sum(axis=(1, 2)), rtol=1e-5)
+  pred = regressor.predict(params["regressor"], x)
+  np.testing.assert_allclose(out["thickness"], pred["thickness"], rtol=1e-6)
+  with config.unlocked():
+    config.cft_reg.regressor_for = ("thickness",)
+  with pytest.raises(ValueError, match="segmentor stages"):
+    CFTSettings.from_config(config, "cft_reg")

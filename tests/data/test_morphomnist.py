@@ -142,7 +142,7 @@ def test_csv_rows_must_align_with_images(tmp_path):
 
 
 @pytest.mark.parametrize("variant,sizes", [("default", (8000, 1000, 1000)),
-                                           ("quick", (2000, 200, 200))])
+                                           ("quick", (512, 64, 64))])
 def test_configs_select_the_split_sizes(variant, sizes, tmp_path):
   path = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "morphomnist.py")
   config = config_files.load(f"{path}:{variant}")
