@@ -84,9 +84,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = defaults.new_config("morphomnist", arg, VARIANTS, stages=STAGES)
   # source_dir "": $SEGCFT_MORPHOMNIST_DIR, else <repo>/../shared/data/morphomnist.
   c.data = ml_collections.ConfigDict(dict(
-      name="morphomnist", data_dir="", source_dir="", seed=None, image_size=32,  # fixed
-      num_train=8000,
-      num_validation=1000, num_test=1000))
+      name="morphomnist", data_dir="", source_dir="", seed=None,
+      image_size=32,  # fixed: the 28x28 digits padded by 2 px
+      num_train=8000, num_validation=1000, num_test=1000))
   # Segmentor (frozen afterwards; Seg-CFT's predictor) and the evaluation-only oracle.
   c.segmentor, c.oracle = defaults.segmentor_pair(
       num_steps=600, widths=(8, 16, 32), oracle_widths=(12, 24, 48), batch_size=32,

@@ -93,9 +93,15 @@ def measurement_names(config: ml_collections.ConfigDict, kind: str,
   variables = measured_variables(config)
   if kind == "regressor":
     return variables
-  own = tuple(v for v in variables if v not in regressor_for)
-  measured = segmentor_measurements(config, own, kind == "positional")
-  return tuple(m.name for m in measured) + tuple(v for v in variables if v in regressor_for)
+  own, rest = _split(variables, regressor_for)
+  return tuple(m.name for m in segmentor_measurements(config, own, kind == "positional")) + rest
+
+
+def _split(variables: Sequence[str], regressor_for: Sequence[str]
+           ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+  """`(variables the segmentor measures, those left to the regressor)`, in config order."""
+  return (tuple(v for v in variables if v not in regressor_for),
+          tuple(v for v in variables if v in regressor_for))
 
 
 def measured_structure(config: ml_collections.ConfigDict, variable: str
@@ -177,6 +183,7 @@ def regressor_predictor(predict: Callable[[Any, jax.Array], Mapping[str, jax.Arr
   return Predictor(kind="regressor", measurements=tuple(Measurement(v, (v,)) for v in variables),
                    apply=apply, nll=nll)
 
+
 def hybrid_predictor(segmentor: Predictor, regressor: Predictor) -> Predictor:
   """A segmentor predictor whose non-area variables the regressor measures.
 
@@ -206,10 +213,9 @@ def make_predictor(config: ml_collections.ConfigDict, kind: str, network: Any,
     return regressor_predictor(network.predict, variables, network.nll)
   if kind not in KINDS:
     raise ValueError(f"Unknown predictor kind {kind!r}; choose one of {KINDS}.")
-  own = tuple(v for v in variables if v not in regressor_for)
-  measured = segmentor_measurements(config, own, kind == "positional")
-  seg = segmentor_predictor(network, measured, kind)
-  rest = tuple(v for v in variables if v in regressor_for)
+  own, rest = _split(variables, regressor_for)
+  seg = segmentor_predictor(network, segmentor_measurements(config, own, kind == "positional"),
+                            kind)
   if not rest:
     return seg
   if regressor is None:

@@ -21,7 +21,6 @@ import numpy as np
 from scipy import ndimage
 from skimage import filters, morphology, transform
 
-VARIABLES = ("thickness", "intensity")
 # The segmentation class whose oracle mask localises interventions on VARIABLES.
 STRUCTURE = "stroke"
 UPSCALE = 4
@@ -58,16 +57,19 @@ def intensity(image: np.ndarray) -> float:
   return float(np.median(image[image >= level]))
 
 
+_MEASURES = {"thickness": thickness, "intensity": intensity}
+VARIABLES = tuple(_MEASURES)
+
+
 def to_pixels(x: np.ndarray) -> np.ndarray:
   """Model images in [-1, 1] -> 0-255 units (`data.pipeline`'s scaling inverted)."""
   return (np.asarray(x, np.float64) + 1.0) * 127.5
 
 
-def measure(x: np.ndarray, variables=VARIABLES) -> dict[str, np.ndarray]:
+def measure(x: np.ndarray, variables: tuple[str, ...] = VARIABLES) -> dict[str, np.ndarray]:
   """`{variable: [B] float32}` of model images `x` `[B, H, W, 1]` in [-1, 1]."""
-  fns = {"thickness": thickness, "intensity": intensity}
-  unknown = set(variables) - set(fns)
+  unknown = set(variables) - set(_MEASURES)
   if unknown:
     raise ValueError(f"The morphometric oracle measures {VARIABLES}, not {sorted(unknown)}.")
   images = to_pixels(x)[..., 0]
-  return {v: np.asarray([fns[v](im) for im in images], np.float32) for v in variables}
+  return {v: np.asarray([_MEASURES[v](im) for im in images], np.float32) for v in variables}

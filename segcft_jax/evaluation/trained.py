@@ -64,8 +64,8 @@ class Trained:
   segmentor: UNet | None
   regressor: RegressorModel | None
   uses_regions: bool
-  morphometric: tuple[str, ...] = ()
-  localised: dict[str, tuple[int, int | None]] = dataclasses.field(default_factory=dict)
+  morphometric: tuple[str, ...]
+  localised: dict[str, tuple[int, int | None]]
 
   @property
   def input_keys(self) -> tuple[str, ...]:
@@ -135,6 +135,7 @@ def load_trained(config: ml_collections.ConfigDict, workdir: str,
     reg, frozen["regressor"] = builders.load_regressor(config, workdir, on)
   variables = tuple(config.scm.intervenable)
   structures = locate(config, variables)
+  # A workdir's saved config from before the field existed lacks it (the inference API).
   morphometric = tuple(config.evaluate.get("morphometric", ()))
   localised = dict(structures)
   if morphometric:
