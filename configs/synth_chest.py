@@ -30,20 +30,26 @@ _LOG_AREA_64 = {"left_lung_area": (5.5917, 0.2506), "right_lung_area": (5.9357, 
 AREAS = tuple(_LOG_AREA_64)
 
 
-def scm(image_size: int) -> ml_collections.ConfigDict:
+def scm(image_size: int, measured: bool = False,
+        age_range: tuple[float, float] = (18.0, 90.0)) -> ml_collections.ConfigDict:
   """The causal graph: sex, age roots; each organ area a child of (sex, age).
 
   Args:
     image_size: the image side in pixels (the area statistics scale with it).
+    measured: leave the areas' log mean / std to the data stage, which measures them on the
+      train split (`segcft_jax/scm/measured.py`; a real dataset's are unknown beforehand).
+    age_range: the support of age in years (scaled to [-1, 1]).
   """
   shift = 2.0 * math.log(image_size / 64)
+  low, high = age_range
   variables = {
       "sex": dict(type="binary", parents=()),
-      "age": dict(type="continuous", parents=(), norm="range", low=18.0, high=90.0),
+      "age": dict(type="continuous", parents=(), norm="range", low=low, high=high),
   }
   for name, (mean, std) in _LOG_AREA_64.items():
+    stats = dict(mean=None, std=None) if measured else dict(mean=mean + shift, std=std)
     variables[name] = dict(type="continuous", parents=("sex", "age"), norm="log_standard",
-                           mean=mean + shift, std=std)
+                           **stats)
   return ml_collections.ConfigDict(dict(variables=variables, intervenable=AREAS))
 
 

@@ -74,7 +74,7 @@ CLASS_NAMES = ("background", "left_lung", "right_lung", "heart")
 ORGANS = CLASS_NAMES[1:]
 AREAS = tuple(f"{o}_area" for o in ORGANS)
 MODEL_KEYS = ("image", "mask", "sex", "age", *AREAS)
-IMAGE_SIZES = (64, 128, 192, 256)
+IMAGE_SIZES = (32, 64, 128, 192, 256)  # 32: smoke runs (the `quick` variant)
 
 PADCHEST_WHERE = ("Obtain PadChest from BIMCV (https://bimcv.cipf.es/bimcv-projects/padchest/); "
                   "see the docstring of segcft_jax/data/padchest.py for the layout.")

@@ -16,6 +16,7 @@ import ml_collections
 from segcft_jax import workdir as workdir_lib
 from segcft_jax.cft import methods
 from segcft_jax.cft.settings import CFTSettings
+from segcft_jax.scm import measured
 from segcft_jax.stages import cft, data, evaluate, hvae, pgm, regressor, segmentor
 
 log = logging.getLogger(__name__)
@@ -56,11 +57,32 @@ def check_config(config: ml_collections.ConfigDict, names: Sequence[str]) -> Non
       CFTSettings.from_config(config, name)
 
 
+def with_measured(config: ml_collections.ConfigDict, workdir: str,
+                  data_summary: dict | None = None) -> ml_collections.ConfigDict:
+  """`config` with the normalisation statistics it leaves None taken from the data stage's
+  summary (`scm.measured`): `data_summary` when given (every process computes it, only one
+  writes it), else `<workdir>/data/summary.json`; `config` itself when it leaves none."""
+  names = measured.unmeasured(config.scm) if "scm" in config else ()
+  if not names:
+    return config
+  if data_summary is None:
+    if not workdir_lib.is_done(workdir, "data"):
+      raise ValueError(f"config.scm leaves the mean / std of {', '.join(names)} to be "
+                       f"measured on the train split, and {workdir} has no data stage yet: "
+                       f"run --stages=data first (or set them in the config).")
+    data_summary = workdir_lib.read_summary(workdir, "data")
+  return measured.fill(config, data_summary.get("normalisation", {}),
+                       workdir_lib.summary_path(workdir, "data"))
+
+
 def run_stages(config: ml_collections.ConfigDict, workdir: str, names: Sequence[str]) -> dict:
-  """Runs `names` in order; returns {stage: summary}."""
+  """Runs `names` in order; returns {stage: summary}. The stages after `data` run with the
+  statistics it measured (`with_measured`)."""
   check_config(config, names)
   summaries = {}
   for name in names:
+    if name != "data":
+      config = with_measured(config, workdir, summaries.get("data"))
     if workdir_lib.is_done(workdir, name):
       log.info("[%s] complete (summary.json exists), skipping", name)
       summaries[name] = workdir_lib.read_summary(workdir, name)

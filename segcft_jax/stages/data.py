@@ -1,4 +1,5 @@
-"""`data` stage: build the configured TFDS dataset if absent and summarise it."""
+"""`data` stage: build the configured TFDS dataset if absent and summarise it (split sizes,
+scalar statistics, the normalisation statistics the SCM may take from it: `scm.measured`)."""
 
 from __future__ import annotations
 
@@ -11,19 +12,23 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from segcft_jax.data import datasets
+from segcft_jax.scm import measured
 from segcft_jax.train import distributed
 
 log = logging.getLogger(__name__)
 
 
-def _split_stats(source, keys) -> dict:
-  """Mean/CV of each scalar and Pearson r(mean image intensity, scalar) over a split."""
-  n = len(source)
-  records = [source[i] for i in range(n)]
+def _split_columns(source, keys) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+  """(mean image intensity, {scalar: values}) over every example of a split."""
+  records = [source[i] for i in range(len(source))]
   brightness = np.array([r["image"].mean() for r in records])
-  stats = {"num_examples": n}
-  for k in keys:
-    v = np.array([float(r[k]) for r in records])
+  return brightness, {k: np.array([float(r[k]) for r in records]) for k in keys}
+
+
+def _split_stats(brightness: np.ndarray, columns: dict[str, np.ndarray]) -> dict:
+  """Mean/CV of each scalar and Pearson r(mean image intensity, scalar) over a split."""
+  stats = {"num_examples": len(brightness)}
+  for k, v in columns.items():
     stats[k] = dict(mean=v.mean(), cv=v.std() / abs(v.mean()) if v.mean() else None,
                     r_with_brightness=float(np.corrcoef(brightness, v)[0, 1]))
   return stats
@@ -44,6 +49,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   seconds = time.perf_counter() - t0
   scalars = [k for k in datasets.spec(config.data.name).model_keys
              if k not in ("image", "mask", "regions")]
+  brightness, columns = _split_columns(builder.as_data_source("train"), scalars)
+  # The train split's statistics of every measurable variable; the stages after this one
+  # take those the config leaves None (scm.measured).
   return dict(dataset=config.data.name, path=str(builder.data_path), build_seconds=seconds,
               splits={s: len(builder.as_data_source(s)) for s in builder.info.splits},
-              train=_split_stats(builder.as_data_source("train"), scalars))
+              train=_split_stats(brightness, columns),
+              normalisation=measured.statistics(config.scm, columns) if "scm" in config else {})

@@ -41,8 +41,11 @@ def _image(k: int) -> np.ndarray:
   return (2000 + 1500 * ~lungs.astype(bool) + rng.integers(0, 200, (H, W))).astype(np.uint16)
 
 
-def write_fixture(root, bad=True):
-  """Writes the three inputs; returns {image_id: facts} of the rows that must be kept."""
+def write_fixture(root, bad=True, extra=0):
+  """Writes the three inputs; returns {image_id: facts} of the rows that must be kept.
+
+  `extra` more good PA rows, one patient each (enough for a training batch).
+  """
   (root / "images" / "3").mkdir(parents=True)
   masks_rows, meta_rows, kept = [], [], {}
   # (patient, dice, projection, sex, birth, spacing, image problem)
@@ -61,6 +64,8 @@ def write_fixture(root, bad=True):
              ("p10", 0.90, "PA", "M", "1950.0", "0.143", "bad_image"),
              ("p11", 0.90, "PA", "O", "1950.0", "0.143", None),   # sex "O": skipped
              ("p12", 0.90, "PA", "M", "1950.0", "0.143", "absent")]
+  plan += [(f"q{j}", 0.8 + 0.01 * (j % 10), "PA", "MF"[j % 2], f"{1940 + j}.0", "0.143", None)
+           for j in range(extra)]
   for k, (pid, dice, proj, sex, birth, spacing, problem) in enumerate(plan):
     image_id = f"2168401113669640{k:02d}_00-000-{k:03d}.png"
     subdir = "3" if k % 2 else ""
@@ -250,3 +255,16 @@ def test_config_data_stage_needs_manual_dir_then_builds(tmp_path):
   summary = stages.run_stages(config, str(tmp_path / "b"), ["data"])["data"]
   assert sum(summary["splits"].values()) == 8
   assert set(summary["train"]) == {"num_examples", "sex", "age", *padchest.AREAS}
+
+
+def test_image_of_another_size_than_its_masks_is_skipped_and_named(tmp_path):
+  kept = write_fixture(tmp_path / "m", bad=False)
+  image_id = sorted(kept)[0]
+  path = next((tmp_path / "m" / "images").rglob(image_id))
+  Image.fromarray(np.zeros((H, H), np.uint16)).save(path)  # 40x40, the masks are 40x48
+  b = datasets.builder(_data_cfg(tmp_path / "m"), str(tmp_path / "w"))
+  b.download_and_prepare(file_format="array_record")
+  report = padchest.build_report(b)
+  assert report["skipped"] == {"size_mismatch": 1}
+  assert f"image {path} is 40x40, the CheXmask row says 40x48" in report["skipped_examples"][0]
+  assert sum(report["images"].values()) == len(kept) - 1
