@@ -21,7 +21,7 @@ Variants (the argument after the colon):
            (`--config.data.image_size=128|192|256` for more).
   quick    the first 2000 images of the patient permutation at 32x32, tiny networks and
            short schedules (smoke runs; the tests run it on fixture files).
-  paper    192x192 with causal-gen's chest HVAE (configs/chest192.py; 7.98 M parameters),
+  paper    192x192 with causal-gen's chest HVAE (configs/chest192.py; 7.97 M parameters),
            batch 16, accelerator-length schedules. Not meant for CPU: one HVAE step takes
            seconds there (`python benchmarks/steps.py --config=chest192 --only=train`).
 Override any field with `--config.a.b=value`; `--config.seed=N` moves every stage's seed

@@ -24,8 +24,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from tests import conftest  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tests.data import test_padchest  # pylint: disable=g-import-not-at-top,wrong-import-position
-# The shared quick chest workdir's step counts (tests/conftest.py; the same programs, so the
-# compilation cache serves those that do not depend on the data), a smaller evaluation.
+# The shared quick chest workdir's step counts (tests/conftest.py: the same schedules, so
+# programs the data does not enter can be shared through the compilation cache), a smaller
+# evaluation.
 _SHORT = (*conftest.QUICK_CHEST_OVERRIDES, "--config.evaluate.num_examples=16",
           "--config.evaluate.composition_examples=16", "--config.evaluate.figure_examples=1")
 
