@@ -50,7 +50,7 @@ def main(argv):
   if not builder.is_prepared():
     data_stage.run(config, workdir)
     builder = datasets.prepared_builder(config.data, workdir)  # Re-read the built splits.
-  keys = datasets.spec(config.data.name).model_keys
+  keys = datasets.spec(config.data).model_keys
   train = pipeline.train_dataset(datasets.open_split(builder, "train"), keys, _BATCH.value,
                                  seed=0)
   it = pipeline.to_iter(train, num_threads=_THREADS.value)

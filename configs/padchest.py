@@ -42,7 +42,7 @@ from segcft_jax.train import defaults
 VARIANTS = ("default", "quick", "paper")
 CFT_STAGES = ("cft_reg", "cft_seg")
 STAGES = ("data", "segmentor", "oracle", "regressor", "pgm", "hvae", *CFT_STAGES, "evaluate")
-AGE_RANGE = (0.0, 120.0)  # padchest_rows.age_years keeps ages in [0, 120]
+AGE_RANGE = (0.0, 120.0)  # padchest.age_years keeps ages in [0, 120]
 
 # `quick`: the first 2000 images of the patient permutation at 32x32 with the phantom
 # recipe's tiny networks and schedules (its `quick` block without the phantom's split sizes).

@@ -45,7 +45,7 @@ def _load(workdir: str, stage: str, architecture: Mapping[str, Any], sharding: S
 
 def class_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   """The dataset's segmentation classes, background first."""
-  return datasets.spec(config.data.name).class_names
+  return datasets.spec(config.data).class_names
 
 
 def unet_architecture(config: ml_collections.ConfigDict, stage: str) -> dict:

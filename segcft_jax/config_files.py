@@ -19,6 +19,17 @@ def load_module(path: str):
   return module
 
 
+def template(name: str) -> str:
+  """The path of `configs/<name>` in the repository holding this package (an editable
+  install), for config files written elsewhere that build on a shipped one."""
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                      name)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} does not exist: config templates are read from the "
+                            f"repository; install it with pip install -e.")
+  return path
+
+
 def load(spec: str) -> ml_collections.ConfigDict:
   """`load("configs/synth_chest.py:quick")` -> the locked config of that variant."""
   path, _, arg = spec.partition(":")

@@ -35,15 +35,21 @@ QUICK_CHEST_OVERRIDES = ("--config.segmentor.num_steps=30", "--config.oracle.num
                          "--config.cft_seg.num_steps=4")
 
 
+def run_main(config: str, workdir, *args: str) -> subprocess.CompletedProcess:
+  """`python -m segcft_jax.main --config=config --workdir=workdir *args` on one CPU device
+  (the suite's 8 fake devices dropped), from the repository root."""
+  env = dict(os.environ, XLA_FLAGS=os.environ["XLA_FLAGS"].replace(_FLAG, ""))
+  return subprocess.run([sys.executable, "-m", "segcft_jax.main", f"--config={config}",
+                         f"--workdir={workdir}", *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=900)
+
+
 def _train_quick_chest(tmp_path_factory, name: str, *extra: str) -> str:
   """A workdir of the quick chest config trained by the command line through every stage up
   to fine-tuning, on one CPU device, with shortened step counts (a smoke-sized model)."""
   work = str(tmp_path_factory.mktemp(name))
-  env = dict(os.environ, XLA_FLAGS=os.environ["XLA_FLAGS"].replace(_FLAG, ""))
-  r = subprocess.run([sys.executable, "-m", "segcft_jax.main",
-                      "--config=configs/synth_chest.py:quick", f"--workdir={work}",
-                      f"--stages={','.join(QUICK_CHEST_STAGES)}", *QUICK_CHEST_OVERRIDES,
-                      *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  r = run_main("configs/synth_chest.py:quick", work, f"--stages={','.join(QUICK_CHEST_STAGES)}",
+               *QUICK_CHEST_OVERRIDES, *extra)
   assert r.returncode == 0, r.stderr[-3000:]
   return work
 

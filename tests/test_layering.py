@@ -4,7 +4,7 @@
     workdir, builders                      the workdir's layout; networks from config
     cft, evaluation, inference             never import stages (nor the entry points)
     stages                                 the pipeline
-    entry points (main, counterfactual, export, entry)
+    entry points (main, counterfactual, export, inspect, entry)
 
 `tools/` (research diagnostics) may import anything; nothing in the package imports it.
 No function imports a module of the package: an import inside a function hides a cycle.
@@ -27,7 +27,7 @@ LAYERS = (
     ("evaluation",),
     ("inference",),
     ("stages",),
-    ("entry", "main", "counterfactual", "export"),
+    ("entry", "main", "counterfactual", "export", "inspect"),
 )
 LEVEL = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 

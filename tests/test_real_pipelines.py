@@ -1,4 +1,5 @@
-"""Every stage through evaluate on real-format data: PadChest fixture files and Morpho-MNIST.
+"""Every stage through evaluate on real-format data: PadChest fixture files, Morpho-MNIST, and
+folders of phantom files (one declared by the shipped template, one by the inspector).
 
 Each runs the command line once (one CPU device, step counts cut to a handful) and checks what
 the stages wrote: the measured normalisation, the evaluation's metrics and report.
@@ -12,17 +13,19 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from segcft_jax import builders, config_files
 from segcft_jax import workdir as workdir_lib
-from segcft_jax.data import padchest
+from segcft_jax.data import datasets, padchest
 from segcft_jax.models import hvae_arch
 from segcft_jax.scm import measured
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from tests import conftest  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tests.data import test_folder  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tests.data import test_padchest  # pylint: disable=g-import-not-at-top,wrong-import-position
 # The shared quick chest workdir's step counts (tests/conftest.py: the same schedules, so
 # programs the data does not enter can be shared through the compilation cache), a smaller
@@ -32,11 +35,7 @@ _SHORT = (*conftest.QUICK_CHEST_OVERRIDES, "--config.evaluate.num_examples=16",
 
 
 def _main(config: str, workdir, *extra: str) -> subprocess.CompletedProcess:
-  env = dict(os.environ, XLA_FLAGS=os.environ["XLA_FLAGS"].replace(
-      "--xla_force_host_platform_device_count=8", ""))
-  return subprocess.run([sys.executable, "-m", "segcft_jax.main", f"--config={config}",
-                         f"--workdir={workdir}", *_SHORT, *extra], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=900)
+  return conftest.run_main(config, workdir, *_SHORT, *extra)
 
 
 def _read(workdir, stage: str, name: str) -> dict:
@@ -44,10 +43,21 @@ def _read(workdir, stage: str, name: str) -> dict:
     return json.load(f)
 
 
-def _check_evaluation(workdir, variables) -> dict:
+def _check_measured(workdir, names, norm: str) -> dict:
+  """The data stage measured `names` under `norm`, and the HVAE stage ran with those numbers."""
+  stats = _read(workdir, "data", "summary.json")["normalisation"]
+  hvae_scm = _read(workdir, "hvae", "config.json")["scm"]["variables"]
+  for name in names:
+    s = stats[name]
+    assert s["norm"] == norm and s["std"] > 0
+    assert hvae_scm[name]["mean"] == s["mean"] and hvae_scm[name]["std"] == s["std"]
+  return stats
+
+
+def _check_evaluation(workdir, variables, methods=("no_cft", "reg_cft", "seg_cft")) -> dict:
   """Every method's effectiveness of every intervened variable is a finite error."""
   metrics = _read(workdir, "evaluate", "metrics.json")
-  assert set(metrics["methods"]) == {"no_cft", "reg_cft", "seg_cft"}
+  assert set(metrics["methods"]) == set(methods)
   for method in metrics["methods"].values():
     assert set(method["effectiveness"]) == set(variables)
     for v in variables:
@@ -69,12 +79,8 @@ def test_padchest_every_stage_on_fixture_files(tmp_path):
   data = _read(work, "data", "summary.json")
   assert sum(data["splits"].values()) == len(kept)
   # The areas' log statistics were measured on the train split and used by every later stage.
-  stats = data["normalisation"]
-  assert set(stats) == {"left_lung_area", "right_lung_area", "heart_area"}
-  hvae_scm = _read(work, "hvae", "config.json")["scm"]["variables"]
-  for name, s in stats.items():
-    assert s["norm"] == "log_standard" and s["std"] > 0
-    assert hvae_scm[name]["mean"] == s["mean"] and hvae_scm[name]["std"] == s["std"]
+  assert set(data["normalisation"]) == set(padchest.AREAS)
+  stats = _check_measured(work, padchest.AREAS, "log_standard")
   # The fixture's left lung covers ~14 % of the 48x48 padded image: ~145 px at 32x32.
   assert abs(stats["left_lung_area"]["mean"] - np.log(0.14 * 32 ** 2)) < 0.3
   _check_evaluation(work, stats)
@@ -118,3 +124,58 @@ def test_morphomnist_every_stage_on_real_digits(tmp_path):
   assert {seg[v]["measured_by"] for v in seg} == {"oracle"}
   assert set(seg["thickness"]["by_predictor"]) == {"oracle", "regressor"}
   assert seg["stroke_area"]["predictor"] == "segmentor_soft"  # Seg-CFT's own measurement
+
+
+def _phantom_folder(tmp_path, name: str, **kw):
+  """A folder of the 32x32 phantom's 24 / 8 / 8 examples as PNGs and a table."""
+  data = ml_collections.ConfigDict(dict(name=name, data_dir="", seed=0, image_size=32,
+                                        num_train=24, num_validation=8, num_test=8))
+  b = datasets.builder(data, str(tmp_path / "native"))
+  b.download_and_prepare(file_format="array_record")
+  recs = {s: [b.as_data_source(s)[i] for i in range(len(b.as_data_source(s)))]
+          for s in ("train", "validation", "test")}
+  root = tmp_path / "folder"
+  test_folder.write_folder(root, recs, **kw)
+  return root
+
+
+def test_folder_of_chest_files_runs_every_stage_with_the_template(tmp_path):
+  root = _phantom_folder(tmp_path, "synth_chest", sex_text=False)
+  work = tmp_path / "work"
+  r = _main("configs/folder.py:quick", work, f"--config.data.directory={root}",
+            "--config.pgm.batch_size=16")
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert _read(work, "data", "summary.json")["splits"] == {"train": 24, "validation": 8,
+                                                           "test": 8}
+  _check_measured(work, ("left_lung_area", "right_lung_area", "heart_area"), "log_standard")
+  _check_measured(work, ("age",), "standard")
+  _check_evaluation(work, ("left_lung_area", "right_lung_area", "heart_area"))
+
+
+def test_vessel_folder_declared_by_the_inspector_runs_through_pos_seg_cft(tmp_path):
+  root = _phantom_folder(tmp_path, "synth_vessel", regions=True)
+  regional = [f"{s}_area_{r}" for s in ("lumen", "calcified", "noncalcified")
+              for r in ("proximal", "mid", "distal")]
+  graph = "sex, age -> " + ", ".join(regional) + "".join(
+      f"; calcified_area_{r}, noncalcified_area_{r} -> lumen_area_{r}"
+      for r in ("proximal", "mid", "distal"))
+  path = tmp_path / "my_vessels.py"
+  r = subprocess.run([sys.executable, "-m", "segcft_jax.inspect", f"--dir={root}",
+                      "--image_size=32", "--classes=background,lumen,calcified,noncalcified",
+                      "--regions=proximal,mid,distal", f"--graph={graph}", f"--write={path}"],
+                     cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "calcified_area_mid" in r.stdout and "log1p_standard" in r.stdout
+  work = tmp_path / "work"
+  r = _main(f"{path}:quick", work, "--config.pgm.batch_size=16",
+            "--config.cft_pos_seg.num_steps=4")
+  assert r.returncode == 0, r.stderr[-3000:]
+  config = _read(work, "hvae", "config.json")
+  assert config["setting"] == "positional" and config["scm"]["variables"][
+      "lumen_area_mid"]["parents"] == ["sex", "age", "calcified_area_mid",
+                                       "noncalcified_area_mid"]
+  # The inspector chose log1p for areas with zeros (plaques absent from a region), log for
+  # the lumen, which is never empty.
+  _check_measured(work, [v for v in regional if v.startswith("lumen")], "log_standard")
+  _check_measured(work, [v for v in regional if not v.startswith("lumen")], "log1p_standard")
+  _check_evaluation(work, regional, ("no_cft", "reg_cft", "seg_cft", "pos_seg_cft"))

@@ -111,7 +111,7 @@ def measured_structure(config: ml_collections.ConfigDict, variable: str
   Raises:
     ValueError: the name does not follow `<structure>_area[_<region>]` or names no class.
   """
-  spec = datasets.spec(config.data.name)
+  spec = datasets.spec(config.data)
   if "_area" not in variable:
     raise ValueError(f"Variable {variable!r} is not an area (<structure>_area[_<region>]); "
                      f"a segmentor cannot measure it. Use cft_reg for it.")

@@ -22,6 +22,7 @@ _MODULES = {
     "synth_vessel": "segcft_jax.data.synth_vessel",
     "morphomnist": "segcft_jax.data.morphomnist",
     "padchest": "segcft_jax.data.padchest",
+    "folder": "segcft_jax.data.folder",
 }
 
 
@@ -41,15 +42,28 @@ class DatasetSpec:
   region_names: tuple[str, ...] = ()
 
 
-def spec(name: str) -> DatasetSpec:
-  """The registry entry for `name`, or a ValueError listing the known datasets."""
+def spec(data: str | ml_collections.ConfigDict) -> DatasetSpec:
+  """The registry entry for the `data` config section (or a dataset's name), or a ValueError
+  listing the known datasets.
+
+  A dataset whose classes are configured (`folder`) describes itself from its section
+  (`describe(cfg)`); the others from module constants.
+  """
+  name = data if isinstance(data, str) else data.name
   if name not in _MODULES:
     raise ValueError(f"Unknown dataset {name!r} in config.data.name; "
                      f"known datasets: {sorted(_MODULES)}.")
   module = importlib.import_module(_MODULES[name])
-  return DatasetSpec(make_builder=module.make_builder, class_names=tuple(module.CLASS_NAMES),
-                     model_keys=tuple(module.MODEL_KEYS),
-                     region_names=tuple(getattr(module, "REGION_NAMES", ())))
+  if hasattr(module, "describe"):
+    if isinstance(data, str):
+      raise ValueError(f"Dataset {name!r} is described by its config section; pass "
+                       f"config.data.")
+    fields = module.describe(data)
+  else:
+    fields = dict(class_names=module.CLASS_NAMES, model_keys=module.MODEL_KEYS,
+                  region_names=getattr(module, "REGION_NAMES", ()))
+  return DatasetSpec(make_builder=module.make_builder,
+                     **{k: tuple(v) for k, v in fields.items()})
 
 
 def data_dir(cfg: ml_collections.ConfigDict, workdir: str) -> str:
@@ -59,7 +73,7 @@ def data_dir(cfg: ml_collections.ConfigDict, workdir: str) -> str:
 
 def builder(cfg: ml_collections.ConfigDict, workdir: str) -> tfds.core.DatasetBuilder:
   """The (possibly not yet prepared) builder for `config.data`."""
-  return spec(cfg.name).make_builder(cfg, data_dir(cfg, workdir))
+  return spec(cfg).make_builder(cfg, data_dir(cfg, workdir))
 
 
 def open_split(b: tfds.core.DatasetBuilder, split: str):

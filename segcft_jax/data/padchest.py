@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import datetime
 import logging
 import pathlib
 import re
@@ -63,13 +64,12 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from segcft_jax.data import chexmask
-from segcft_jax.data import padchest_rows
-from segcft_jax.data.padchest_rows import RowError
+from segcft_jax.data import chexmask, images, splits
+from segcft_jax.data.images import RowError
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "validation", "test")
+SPLITS = splits.SPLITS
 CLASS_NAMES = ("background", "left_lung", "right_lung", "heart")
 ORGANS = CLASS_NAMES[1:]
 AREAS = tuple(f"{o}_area" for o in ORGANS)
@@ -83,7 +83,6 @@ CHEXMASK_WHERE = ("Obtain the OriginalResolution PadChest table of CheXmask from
 META_REQUIRED = ("ImageID", "PatientID", "PatientBirth", "StudyDate_DICOM", "PatientSex_DICOM")
 SPACING_COLUMN, DIR_COLUMN, PROJECTION_COLUMN = "SpatialResolution_DICOM", "ImageDir", "Projection"
 SEX_CODES = {"M": 0, "F": 1}
-_LOGGED_SKIPS = 10
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -120,26 +119,19 @@ _CONFIG_FIELDS = tuple(
     if f.name not in {g.name for g in dataclasses.fields(tfds.core.BuilderConfig)})
 
 
-def split_patients(counts: dict[str, int], fractions, seed: int,
-                   max_images: int = 0) -> dict[str, str]:
-  """patient id -> split: a seeded permutation of the sorted ids, cut by `fractions` (every
-  split gets >= 1 patient when there are >= 3); `max_images` > 0 keeps the first patients of
-  the permutation until that many images are covered."""
-  if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
-    raise ValueError(f"config.data.split_fractions={tuple(fractions)}: three fractions "
-                     f"(train, validation, test) >= 0 adding up to 1.")
-  ids = sorted(counts)
-  order = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
-  if max_images > 0:
-    covered = np.cumsum([counts[p] for p in order])
-    order = order[:int(np.searchsorted(covered, max_images)) + 1]
-  n = len(order)
-  n_val, n_test = (max(1 if n >= 3 else 0, round(n * f)) for f in fractions[1:])
-  if n - n_val - n_test < 1:
-    raise ValueError(f"Only {n} patients remain after filtering; too few for three splits.")
-  cuts = {"validation": n - n_val - n_test, "test": n - n_test}
-  return {p: ("train" if i < cuts["validation"] else "validation" if i < cuts["test"]
-              else "test") for i, p in enumerate(order)}
+def age_years(birth_year: str, study_date: str) -> float:
+  """Age at the study from PadChest's birth year and YYYYMMDD study date (1 July birthday)."""
+  try:
+    birth = int(float(birth_year))
+    d = str(int(float(study_date)))
+    study = datetime.date(int(d[:4]), int(d[4:6]), int(d[6:8]))
+    age = (study - datetime.date(birth, 7, 1)).days / 365.25
+  except (TypeError, ValueError) as e:
+    raise RowError("bad_age", f"cannot compute age from PatientBirth={birth_year!r}, "
+                              f"StudyDate_DICOM={study_date!r} ({e})") from None
+  if not -0.5 <= age <= 120:
+    raise RowError("bad_age", f"age {age:.1f} y outside [0, 120]")
+  return max(age, 0.0)
 
 
 class PadChest(tfds.core.GeneratorBasedBuilder):
@@ -195,40 +187,24 @@ class PadChest(tfds.core.GeneratorBasedBuilder):
     del dl_manager  # Manual download only (see the module docstring).
     cfg = self.builder_config
     masks_csv, meta_csv = self._inputs()
-    self._report = report = dict(filtered=collections.Counter(), skipped=collections.Counter(),
-                                 skipped_examples=[])
+    self._skips = images.Skips("padchest", cfg.max_skip_fraction, noun="rows")
+    self._report = report = dict(filtered=collections.Counter())
     rows = self._scan_masks(masks_csv)
     rows = self._join_metadata(meta_csv, rows)
     patients = collections.Counter(r["patient_id"] for r in rows.values())
-    split_of = split_patients(patients, cfg.split_fractions, cfg.seed, cfg.max_images)
+    split_of = splits.split_groups(patients, cfg.split_fractions, cfg.seed, cfg.max_images)
     by_split = {s: {i: r for i, r in rows.items() if split_of.get(r["patient_id"]) == s}
                 for s in SPLITS}
     report["filtered"]["max_images"] = sum(1 for r in rows.values()
                                            if r["patient_id"] not in split_of)
     report["patients"] = {s: sum(1 for v in split_of.values() if v == s) for s in SPLITS}
-    self._check_skips(sum(report["skipped"].values()), report["scanned"], masks_csv)
+    self._skips.check(self._skips.total, report["scanned"], masks_csv)
     self.info.metadata.update(self._summary())
     return {s: self._generate_examples(masks_csv, by_split[s], s) for s in SPLITS}
 
-  def _skip(self, where: str, error: RowError) -> None:
-    report = self._report
-    report["skipped"][error.reason] += 1
-    if len(report["skipped_examples"]) < _LOGGED_SKIPS:
-      report["skipped_examples"].append(f"{where}: {error}")
-      log.warning("[padchest] skipping %s: %s", where, error)
-
-  def _check_skips(self, skipped: int, total: int, what) -> None:
-    if total and skipped / total > self.builder_config.max_skip_fraction:
-      raise ValueError(
-          f"{skipped} of {total} rows of {what} are bad (reasons "
-          f"{dict(self._report['skipped'])}; first: {self._report['skipped_examples'][:3]}), "
-          f"more than config.data.max_skip_fraction={self.builder_config.max_skip_fraction}.")
-
   def _summary(self) -> dict:
     r = self._report
-    return dict(filtered=dict(r["filtered"]), skipped=dict(r["skipped"]),
-                num_skipped=sum(r["skipped"].values()),
-                skipped_examples=list(r["skipped_examples"]), scanned=r["scanned"],
+    return dict(filtered=dict(r["filtered"]), **self._skips.summary(), scanned=r["scanned"],
                 patients=r.get("patients", {}), images=dict(r.get("images", {})))
 
   def _scan_masks(self, path: pathlib.Path) -> dict[int, dict]:
@@ -245,7 +221,7 @@ class PadChest(tfds.core.GeneratorBasedBuilder):
           dice = float(row[cfg.dice_column])
           h, w = int(float(row[chexmask.HEIGHT_COLUMN])), int(float(row[chexmask.WIDTH_COLUMN]))
         except (TypeError, ValueError):
-          self._skip(f"{path.name} data row {i}", RowError(
+          self._skips.skip(f"{path.name} data row {i}", RowError(
               "bad_value", f"unparsable {cfg.dice_column!r}/Height/Width "
                            f"({row[cfg.dice_column]!r}, {row[chexmask.HEIGHT_COLUMN]!r}, "
                            f"{row[chexmask.WIDTH_COLUMN]!r}); Height/Width are empty in the "
@@ -281,9 +257,9 @@ class PadChest(tfds.core.GeneratorBasedBuilder):
           sex = SEX_CODES.get(meta["PatientSex_DICOM"])
           if sex is None:
             raise RowError("bad_sex", f"PatientSex_DICOM={meta['PatientSex_DICOM']!r}")
-          age = padchest_rows.age_years(meta["PatientBirth"], meta["StudyDate_DICOM"])
+          age = age_years(meta["PatientBirth"], meta["StudyDate_DICOM"])
         except RowError as e:
-          self._skip(f"{path.name} data row {j} ({meta['ImageID']})", e)
+          self._skips.skip(f"{path.name} data row {j} ({meta['ImageID']})", e)
           continue
         try:
           spacing = float(meta.get(SPACING_COLUMN) or "nan")
@@ -307,7 +283,7 @@ class PadChest(tfds.core.GeneratorBasedBuilder):
   def _example(self, row: dict, masks: dict[str, str]) -> dict:
     """One record from a joined row and its three RLE strings (RowError on bad data)."""
     cfg, h, w = self.builder_config, row["height"], row["width"]
-    raw = padchest_rows.read_png(pathlib.Path(row["path"]))
+    raw = images.read_png(pathlib.Path(row["path"]))
     if raw.shape != (h, w):
       raise RowError("size_mismatch", f"image {row['path']} is {raw.shape[0]}x{raw.shape[1]}, "
                      f"the CheXmask row says {h}x{w}")
@@ -319,9 +295,9 @@ class PadChest(tfds.core.GeneratorBasedBuilder):
     if empty:
       raise RowError("empty_mask", f"empty mask of {empty}")
     labels = chexmask.label_map(organs)
-    mask = padchest_rows.to_model_mask(labels, cfg.image_size)
+    mask = images.to_model_mask(labels, cfg.image_size)
     spacing = row["spacing"]
-    image = padchest_rows.to_model_image(raw, cfg.image_size, cfg.intensity_percentiles)
+    image = images.to_model_image(raw, cfg.image_size, cfg.intensity_percentiles)
     record = dict(image=image[..., None],
                   mask=mask, sex=row["sex"], age=row["age"], dice_rca=row["dice"],
                   image_id=row["image_id"], patient_id=row["patient_id"],
@@ -333,7 +309,7 @@ class PadChest(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, path: pathlib.Path, rows: dict[int, dict], split: str):
     """Streams the CheXmask table once, yielding the rows of `split` (RLEs decoded here)."""
-    skipped_before, written = sum(self._report["skipped"].values()), 0
+    skipped_before, written = self._skips.total, 0
     if rows:
       with chexmask.open_table(path) as reader:
         for i, line in enumerate(reader):
@@ -343,13 +319,13 @@ class PadChest(tfds.core.GeneratorBasedBuilder):
           try:
             record = self._example(rows[i], masks)
           except RowError as e:
-            self._skip(f"{path.name} data row {i} ({rows[i]['image_id']})", e)
+            self._skips.skip(f"{path.name} data row {i} ({rows[i]['image_id']})", e)
             continue
           written += 1
           yield i, dict(record, index=i)
-    skipped = sum(self._report["skipped"].values()) - skipped_before
+    skipped = self._skips.total - skipped_before
     log.info("[padchest] %s: %d images written, %d bad rows skipped", split, written, skipped)
-    self._check_skips(skipped, len(rows), f"{path} ({split} split)")
+    self._skips.check(skipped, len(rows), f"{path} ({split} split)")
     self._report.setdefault("images", {})[split] = written
     self.info.metadata.update(self._summary())
 

@@ -139,7 +139,7 @@ def load_trained(config: ml_collections.ConfigDict, workdir: str,
   morphometric = tuple(config.evaluate.get("morphometric", ()))
   localised = dict(structures)
   if morphometric:
-    classes = datasets.spec(config.data.name).class_names
+    classes = datasets.spec(config.data).class_names
     if morphometry.STRUCTURE not in classes:
       raise ValueError(f"config.evaluate.morphometric needs a {morphometry.STRUCTURE!r} "
                        f"segmentation class; dataset {config.data.name!r} has {classes}.")

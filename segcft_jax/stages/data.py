@@ -47,7 +47,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   distributed.barrier("data_built")
   builder = datasets.prepared_builder(config.data, workdir)
   seconds = time.perf_counter() - t0
-  scalars = [k for k in datasets.spec(config.data.name).model_keys
+  scalars = [k for k in datasets.spec(config.data).model_keys
              if k not in ("image", "mask", "regions")]
   brightness, columns = _split_columns(builder.as_data_source("train"), scalars)
   # The train split's statistics of every measurable variable; the stages after this one

@@ -28,7 +28,7 @@ NAME = "evaluate"  # its directory is eval/ (workdir.stage_dir)
 
 def region_names(trained: trained_lib.Trained) -> dict[str, str]:
   """Regional variable -> region name (empty outside the positional setting)."""
-  names = datasets.spec(trained.config.data.name).region_names
+  names = datasets.spec(trained.config.data).region_names
   return {v: names[r - 1] for v, (_, r) in trained.structures.items() if r is not None}
 
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from segcft_jax import config_files, stages
-from segcft_jax.data import chexmask, datasets, padchest, padchest_rows
+from segcft_jax.data import chexmask, datasets, images, padchest, splits
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "padchest.py")
 
@@ -158,7 +158,7 @@ def test_build_keeps_good_rows_and_stores_known_masks(fixture):
     for organ, rle in facts["rles"].items():
       np.testing.assert_array_equal(chexmask.decode_rle(rle, H, W), facts["masks"][organ])
     labels = chexmask.label_map(facts["masks"])
-    np.testing.assert_array_equal(r["mask"], padchest_rows.to_model_mask(labels, 64))
+    np.testing.assert_array_equal(r["mask"], images.to_model_mask(labels, 64))
     assert r["image"].shape == (64, 64, 1) and r["image"].dtype == np.uint8
     assert r["image"].min() == 0 and r["image"].max() == 255
     assert r["image"][0].max() == 0  # the 40-row image is padded top and bottom
@@ -184,11 +184,11 @@ def test_splits_are_by_patient_and_deterministic(fixture):
     assert split_of.setdefault(r["patient_id"], r["split"]) == r["split"]
   assert set(split_of.values()) == set(padchest.SPLITS)
   counts = {f"p{i}": i % 3 + 1 for i in range(30)}
-  a = padchest.split_patients(counts, (0.8, 0.1, 0.1), seed=0)
-  assert a == padchest.split_patients(counts, (0.8, 0.1, 0.1), seed=0)
-  assert a != padchest.split_patients(counts, (0.8, 0.1, 0.1), seed=1)
+  a = splits.split_groups(counts, (0.8, 0.1, 0.1), seed=0)
+  assert a == splits.split_groups(counts, (0.8, 0.1, 0.1), seed=0)
+  assert a != splits.split_groups(counts, (0.8, 0.1, 0.1), seed=1)
   assert [list(a.values()).count(s) for s in padchest.SPLITS] == [24, 3, 3]
-  few = padchest.split_patients(counts, (0.8, 0.1, 0.1), seed=0, max_images=10)
+  few = splits.split_groups(counts, (0.8, 0.1, 0.1), seed=0, max_images=10)
   assert sum(counts[p] for p in few) >= 10 > sum(counts[p] for p in list(few)[:-1])
 
 
