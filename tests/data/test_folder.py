@@ -232,7 +232,7 @@ def test_dataset_wide_problems_stop_the_build_with_one_message(chest, tmp_path):
   assert not list((tmp_path / "w5").rglob("*.array_record*"))  # nothing half-written
 
 
-def test_npy_16_bit_dicom_and_nifti_images_read_as_grey(tmp_path):
+def test_npy_16_bit_png_and_nifti_images_read_as_grey(tmp_path):
   from segcft_jax.data import images  # pylint: disable=g-import-not-at-top
   a = (np.arange(40 * 30, dtype=np.uint16).reshape(40, 30) * 50)
   Image.fromarray(a).save(tmp_path / "a.png")
@@ -304,3 +304,29 @@ def test_inspector_command_prints_the_config_and_names_bad_input(chest, tmp_path
                                                   "variables, optional `split` and `group`)).")
   assert inspect_cli.main([f"--dir={root}", "--graph=age heart_area"]) == 1
   assert "expected 'parent, ... -> child, ...'" in capsys.readouterr().err
+
+
+def test_dicom_pixels_get_rescale_and_monochrome1_is_inverted(tmp_path):
+  from segcft_jax.data import images  # pylint: disable=g-import-not-at-top
+  pydicom = pytest.importorskip("pydicom")
+  from pydicom.dataset import FileMetaDataset  # pylint: disable=g-import-not-at-top
+  a = (np.arange(12 * 10, dtype=np.uint16).reshape(12, 10) * 7)
+  meta = FileMetaDataset()
+  meta.MediaStorageSOPClassUID = pydicom.uid.SecondaryCaptureImageStorage
+  meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+  meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+  for photometric, path in (("MONOCHROME2", tmp_path / "a.dcm"),
+                            ("MONOCHROME1", tmp_path / "b.dcm")):
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.Rows, ds.Columns, ds.SamplesPerPixel = 12, 10, 1
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PhotometricInterpretation = photometric
+    ds.RescaleSlope, ds.RescaleIntercept = 2, -100
+    ds.PixelData = a.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+  got, depth = images.read_array(tmp_path / "a.dcm")
+  assert depth == "12-bit"
+  np.testing.assert_array_equal(got, a * 2.0 - 100)
+  inverted, _ = images.read_array(tmp_path / "b.dcm")
+  np.testing.assert_array_equal(inverted, got.max() + got.min() - got)  # brighter is higher
