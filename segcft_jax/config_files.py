@@ -30,6 +30,23 @@ def template(name: str) -> str:
   return path
 
 
+def resolve(spec: str) -> str:
+  """`path[:variant]` with a relative path found from the current directory or, failing
+  that, from the repository root (so `configs/x.py` works from anywhere)."""
+  path, sep, arg = spec.partition(":")
+  if os.path.exists(path) or os.path.isabs(path):
+    found = path
+  else:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    found = os.path.join(root, path)
+    if not os.path.exists(found):
+      raise FileNotFoundError(f"Config file {path} not found: looked in {os.getcwd()} and in "
+                              f"{root}. Give its path, e.g. --config=configs/synth_chest.py.")
+  if not os.path.exists(found):
+    raise FileNotFoundError(f"Config file {path} does not exist.")
+  return found + sep + arg
+
+
 def load(spec: str) -> ml_collections.ConfigDict:
   """`load("configs/synth_chest.py:quick")` -> the locked config of that variant."""
   path, _, arg = spec.partition(":")

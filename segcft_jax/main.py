@@ -80,7 +80,20 @@ def run(fv: flags.FlagValues) -> None:
   stages.run_stages(config, workdir, names)
 
 
+def resolve_config_flag(argv: Sequence[str]) -> list[str]:
+  """`argv` with the path of `--config=` found from the working directory or the repository
+  (`config_files.resolve`)."""
+  return [f"--config={config_files.resolve(a.split('=', 1)[1])}"
+          if a.startswith("--config=") else a for a in argv]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+  """Runs the command; returns the exit status (0 ok, 1 bad input, 2 bad flags)."""
+  try:
+    argv = resolve_config_flag(sys.argv[1:] if argv is None else argv)
+  except FileNotFoundError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   return entry.run_command(define_flags, run, __doc__, argv, fail=distributed.fail,
                            explain=explain_override)
 

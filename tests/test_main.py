@@ -31,6 +31,22 @@ def test_bad_input_fails_at_once_with_the_valid_choices(args, expected, tmp_path
   assert not os.listdir(tmp_path)  # Nothing ran, nothing written.
 
 
+def test_config_path_resolves_from_the_repository_or_says_where_it_looked(tmp_path):
+  elsewhere = dict(cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
+  # The README's relative path, run from another directory: found in the repository (the
+  # run then stops at the bad stage name, before anything is written).
+  r = subprocess.run([sys.executable, "-m", "segcft_jax.main", QUICK, "--stages=nope",
+                      f"--workdir={tmp_path / 'w'}"], **elsewhere)
+  assert r.returncode == 1 and "Unknown stage(s) ['nope']" in r.stderr, r.stderr[-2000:]
+  r = subprocess.run([sys.executable, "-m", "segcft_jax.main", "--config=configs/nope.py"],
+                     **elsewhere)
+  assert r.returncode == 2 and "Traceback" not in r.stderr
+  assert r.stderr.strip() == (f"error: Config file configs/nope.py not found: looked in "
+                              f"{tmp_path} and in {ROOT}. Give its path, e.g. "
+                              f"--config=configs/synth_chest.py.")
+  assert not os.listdir(tmp_path)
+
+
 def test_quick_pipeline_end_to_end_and_skip_on_rerun(tmp_path):
   work = str(tmp_path / "run")
   args = (QUICK, f"--workdir={work}", "--stages=data,segmentor,oracle",
