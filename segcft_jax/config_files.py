@@ -19,11 +19,27 @@ def load_module(path: str):
   return module
 
 
+def _repo_root() -> str:
+  return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def shipped() -> dict[str, tuple[str, ...]]:
+  """{`configs/<name>.py`: its variants} of the config files in the repository."""
+  directory = os.path.join(_repo_root(), "configs")
+  out = {}
+  for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else ():
+    if name.endswith(".py") and not name.startswith("_"):
+      try:
+        out[f"configs/{name}"] = tuple(load_module(os.path.join(directory, name)).VARIANTS)
+      except Exception:  # pylint: disable=broad-except  (help text only)
+        continue
+  return out
+
+
 def template(name: str) -> str:
   """The path of `configs/<name>` in the repository holding this package (an editable
   install), for config files written elsewhere that build on a shipped one."""
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                      name)
+  path = os.path.join(_repo_root(), "configs", name)
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} does not exist: config templates are read from the "
                             f"repository; install it with pip install -e.")
@@ -37,7 +53,7 @@ def resolve(spec: str) -> str:
   if os.path.exists(path) or os.path.isabs(path):
     found = path
   else:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = _repo_root()
     found = os.path.join(root, path)
     if not os.path.exists(found):
       raise FileNotFoundError(f"Config file {path} not found: looked in {os.getcwd()} and in "

@@ -5,8 +5,13 @@ declares its flags with absl on a `FlagValues` of its own, made when the command
 flag state at import), and hands `run_command` a body that receives the parsed flags:
 
 * a bad flag or a missing required one ends in one `error:` line and exit status 2;
-* a problem with the user's input or workdir (`USER_ERRORS`) ends in one `error:` line and
-  exit status 1 (no traceback; `--verbosity=1` logs it with its traceback);
+* a problem with the user's input or workdir (`USER_ERRORS`, an OS error naming its path)
+  ends in one `error:` line and exit status 1 (no traceback; `--verbosity=1` logs it with its
+  traceback);
+* Ctrl-C ends in one line and exit status 130 (training says where it stopped:
+  `train.loop.StageInterrupted`);
+* any other exception is an internal error: one line, and its traceback written to
+  `<workdir>/logs/` (or the temporary directory when the command has no writable workdir);
 * `setup_jax` is the one place that configures JAX: the PRNG implementation a config
   records, the persistent compilation cache and, for multi-process runs,
   `jax.distributed.initialize` (`train.distributed`).
@@ -18,6 +23,9 @@ import logging
 import os
 import re
 import sys
+import tempfile
+import time
+import traceback
 from typing import Callable, Sequence
 
 import jax
@@ -36,6 +44,37 @@ log = logging.getLogger("segcft_jax")
 
 class UsageError(Exception):
   """A bad command line (exit status 2)."""
+
+
+def describe_os_error(e: OSError) -> str:
+  """An OS error as one line naming the path: 'Permission denied: runs/x/hvae.'"""
+  what = e.strerror or type(e).__name__
+  paths = [p for p in (e.filename, e.filename2) if p is not None]
+  if not paths:
+    return str(e)
+  hint = {"Permission denied": " (choose a writable place or fix its permissions)",
+          "Read-only file system": " (choose a writable place)",
+          "No space left on device": " (free some space or choose another place)",
+          "Not a directory": " (a file stands where a directory is needed)",
+          "Is a directory": " (a directory stands where a file is needed)"}.get(what, "")
+  return f"{what}: {' -> '.join(map(str, paths))}{hint}."
+
+
+def write_traceback(log_dir: str | None) -> str:
+  """Writes the current exception's traceback to `<log_dir>/traceback-<time>.txt` (the
+  temporary directory when `log_dir` is None or not writable); returns the file's path."""
+  text = traceback.format_exc()
+  name = f"traceback-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+  for directory in ([log_dir] if log_dir else []) + [tempfile.gettempdir()]:
+    try:
+      os.makedirs(directory, exist_ok=True)
+      path = os.path.join(directory, name)
+      with open(path, "w") as f:
+        f.write(text)
+      return path
+    except OSError:
+      continue
+  return "(nowhere: no writable directory)"
 
 
 def new_flags(sys_argv: Sequence[str]) -> flags.FlagValues:
@@ -77,8 +116,24 @@ def parse(fv: flags.FlagValues, argv: Sequence[str], doc: str,
     flags.FLAGS.mark_as_parsed()
 
 
+# Library warnings that say nothing to a user of this package: TFDS announcing the builder
+# configs and the locally generated "downloads" it makes, Orbax timing its waits.
+_NOISE = ("Using custom data configuration", "has no dataset_info.json",
+          "Waiting for previous save to complete", "Load dataset info from",
+          "Reusing dataset", "Constructing tf.data.Dataset", "Generating split")
+
+
+class _QuietLibraries(logging.Filter):
+  """Drops the `_NOISE` records of the absl logger (shown again with `--verbosity=0`)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not any(n in message for n in _NOISE)
+
+
 def setup_logging(verbosity: int) -> None:
-  """Our progress lines at INFO on stderr; library logs at WARNING unless `verbosity` >= 0."""
+  """Our progress lines at INFO on stderr; library logs at WARNING unless `verbosity` >= 0,
+  without the libraries' routine notices (`_NOISE`)."""
   if not log.handlers:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
@@ -87,7 +142,12 @@ def setup_logging(verbosity: int) -> None:
   log.propagate = False
   absl_logging.use_absl_handler()
   absl_logging.set_verbosity(absl_logging.WARNING if verbosity < 0 else verbosity)
-  logging.getLogger("absl").setLevel(logging.WARNING if verbosity < 0 else logging.DEBUG)
+  absl_logger = logging.getLogger("absl")
+  absl_logger.setLevel(logging.WARNING if verbosity < 0 else logging.DEBUG)
+  for f in [f for f in absl_logger.filters if isinstance(f, _QuietLibraries)]:
+    absl_logger.removeFilter(f)
+  if verbosity < 0:
+    absl_logger.addFilter(_QuietLibraries())
 
 
 def setup_jax(threefry_partitionable: bool, compilation_cache: str = "",
@@ -116,8 +176,10 @@ def run_command(define: Callable[[Sequence[str]], flags.FlagValues],
                 body: Callable[[flags.FlagValues], int | None], doc: str,
                 argv: Sequence[str] | None = None,
                 fail: Callable[[str], None] | None = None,
-                explain: Callable[[Sequence[str]], str | None] | None = None) -> int:
-  """Runs a command; returns its exit status (0 ok, 1 bad input, 2 bad flags).
+                explain: Callable[[Sequence[str]], str | None] | None = None,
+                log_dir: Callable[[flags.FlagValues], str | None] | None = None) -> int:
+  """Runs a command; returns its exit status (0 ok, 1 bad input or internal error, 2 bad
+  flags, 130 interrupted).
 
   Args:
     define: `(argv) -> FlagValues` with the command's flags (start from `new_flags`).
@@ -127,6 +189,8 @@ def run_command(define: Callable[[Sequence[str]], flags.FlagValues],
     fail: how a user error ends (default: print it and return 1; `main` exits every process
       of a multi-process run at once instead).
     explain: a better message for a flag error (`parse`).
+    log_dir: `(flags) -> directory` where an internal error's traceback is written
+      (default: the `--workdir` flag's `logs/` when the command has one).
   """
   argv = [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
   try:
@@ -138,10 +202,31 @@ def run_command(define: Callable[[Sequence[str]], flags.FlagValues],
   setup_logging(fv.verbosity)
   try:
     status = body(fv)
-  except USER_ERRORS as e:
+  except KeyboardInterrupt as e:
+    print(str(e) or "interrupted; what was complete is kept: re-run the same command to go "
+          "on.", file=sys.stderr)
+    return 130
+  except (*USER_ERRORS, OSError) as e:
     log.debug("command failed", exc_info=True)
+    # An OS error raised by the system has an errno (ours carry a sentence instead).
+    message = describe_os_error(e) if isinstance(e, OSError) and e.errno else str(e)
     if fail is not None:
-      fail(str(e))
-    print(f"error: {e}", file=sys.stderr)
+      fail(message)
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+  except Exception as e:  # pylint: disable=broad-except  (one line, the rest in a file)
+    path = write_traceback(log_dir(fv) if log_dir else _workdir_logs(fv))
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    message = (f"internal error ({type(e).__name__}{': ' + first[:200] if first else ''}); "
+               f"the full traceback is in {path}. Please report it.")
+    if fail is not None:
+      fail(message)
+    print(f"error: {message}", file=sys.stderr)
     return 1
   return 0 if status is None else int(status)
+
+
+def _workdir_logs(fv: flags.FlagValues) -> str | None:
+  """`<--workdir>/logs` when the command has a `--workdir` flag naming a directory."""
+  workdir = fv["workdir"].value if "workdir" in fv else None
+  return os.path.join(workdir, "logs") if workdir and os.path.isdir(workdir) else None

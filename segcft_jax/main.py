@@ -1,16 +1,21 @@
-"""Command line: flags -> locked config -> stages.
+"""Trains and evaluates the models of a config, stage by stage, in one workdir.
 
   python -m segcft_jax.main --config=configs/synth_chest.py[:variant] [--config.a.b=v]
       [--workdir=DIR] [--stages=data,segmentor]
 
-The workdir defaults to `runs/<config name>[_<variant>]`. Multi-process runs call
-`jax.distributed.initialize` only when `--coordinator_address`/`--num_processes` are given or
-a SLURM job / TPU slice is detected (`train.distributed`).
+Example: python -m segcft_jax.main --config=configs/synth_chest.py:quick
+
+Each stage writes <workdir>/<stage>/ (default workdir: runs/<config name>[_<variant>]) and
+is skipped once complete; an interrupted run resumes from its last checkpoint when the same
+command is run again. Override any config field with --config.<section>.<field>=<value>.
+On a cluster, give --coordinator_address/--num_processes/--process_id (SLURM jobs and TPU
+slices are detected without them).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Sequence
 
@@ -37,6 +42,8 @@ def define_flags(argv: Sequence[str]) -> flags.FlagValues:
                       "host:port of process 0 for multi-process runs.", flag_values=fv)
   flags.DEFINE_integer("num_processes", None, "Number of processes.", flag_values=fv)
   flags.DEFINE_integer("process_id", None, "Index of this process.", flag_values=fv)
+  flags.DEFINE_boolean("force_config", False, "Resume an interrupted stage even though the "
+                       "config differs from the one it was started with.", flag_values=fv)
   flags.DEFINE_string("compilation_cache", entry.DEFAULT_CACHE,
                       "Persistent XLA compilation cache directory ('' disables it).",
                       flag_values=fv)
@@ -72,12 +79,23 @@ def run(fv: flags.FlagValues) -> None:
   config = fv.config
   names = list(fv.stages or config.stages)
   stages.check_config(config, names)
+  workdir = fv.workdir or config_files.default_workdir(config)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f"--workdir={workdir} is a file, not a directory; choose another "
+                     f"--workdir.")
   entry.setup_jax(config.threefry_partitionable, fv.compilation_cache, True,
                   fv.coordinator_address, fv.num_processes, fv.process_id)
   distributed.check_same_config(config)
-  workdir = fv.workdir or config_files.default_workdir(config)
   log.info("workdir %s, stages %s", workdir, ", ".join(names))
-  stages.run_stages(config, workdir, names)
+  stages.run_stages(config, workdir, names, force_config=fv.force_config)
+
+
+def help_text() -> str:
+  """The module docstring with the stages and the shipped configs' variants."""
+  configs = "\n".join(f"  {path}: {', '.join(variants)}"
+                      for path, variants in config_files.shipped().items())
+  return (f"{__doc__.strip()}\n\nStages, in pipeline order: {', '.join(stages.REGISTRY)}."
+          f"\n\nConfigs and their variants (--config=<file>:<variant>):\n{configs}")
 
 
 def resolve_config_flag(argv: Sequence[str]) -> list[str]:
@@ -94,8 +112,17 @@ def main(argv: Sequence[str] | None = None) -> int:
   except FileNotFoundError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  return entry.run_command(define_flags, run, __doc__, argv, fail=distributed.fail,
-                           explain=explain_override)
+  return entry.run_command(define_flags, run, help_text(), argv, fail=distributed.fail,
+                           explain=explain_override, log_dir=_log_dir)
+
+
+def _log_dir(fv: flags.FlagValues) -> str | None:
+  """`<workdir>/logs` of the run (where an internal error's traceback goes)."""
+  try:
+    workdir = fv.workdir or config_files.default_workdir(fv.config)
+  except Exception:  # pylint: disable=broad-except  (no config: the temporary directory)
+    return None
+  return os.path.join(workdir, "logs") if os.path.isdir(workdir) else None
 
 
 if __name__ == "__main__":

@@ -86,8 +86,23 @@ def open_split(b: tfds.core.DatasetBuilder, split: str):
   except Exception as e:  # pylint: disable=broad-except
     raise FileNotFoundError(
         f"Split {split!r} of the dataset in {b.data_path} cannot be read "
-        f"({type(e).__name__}: {str(e)[:200]}). Move that directory aside and rebuild it "
-        f"with --stages=data.") from e
+        f"({type(e).__name__}: {str(e)[:200]}). Re-run the data stage (--stages=data): it "
+        f"moves the damaged files aside and rebuilds the dataset.") from e
+
+
+def damage(b: tfds.core.DatasetBuilder) -> str | None:
+  """Why the prepared dataset of `b` cannot be read (a shard missing, truncated or corrupt),
+  or None when the first and last example of every split read back."""
+  try:
+    for split in b.info.splits:
+      source = b.as_data_source(split)
+      if len(source) != b.info.splits[split].num_examples:
+        return f"split {split!r} has {len(source)} of {b.info.splits[split].num_examples} examples"
+      for i in {0, len(source) - 1} if len(source) else ():
+        source[i]
+  except Exception as e:  # pylint: disable=broad-except  (any unreadable file)
+    return f"{type(e).__name__}: {str(e)[:200]}"
+  return None
 
 
 def prepared_builder(cfg: ml_collections.ConfigDict, workdir: str) -> tfds.core.DatasetBuilder:

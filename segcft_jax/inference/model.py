@@ -8,7 +8,8 @@ predict).
 or in one call `counterfactual_of_image(workdir, method, image, interventions, parents)`.
 Inputs are validated by `inference.requests` against the config alone, before any model is
 loaded (except a relative target that leaves its support: known once the oracle has measured
-the factual value). The result is x* = `scm.counterfactual.counterfactual(x, pa, do,
+the factual value). The workdir's weights are checked before any is loaded
+(`inference.stored`). The result is x* = `scm.counterfactual.counterfactual(x, pa, do,
 PRNGKey(seed))`, the parents before/after (the PGM propagates the intervention to
 descendants) and the oracle's areas of x and x*.
 """
@@ -16,35 +17,21 @@ descendants) and the oracle's areas of x and x*.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Mapping
 
 import jax
-import ml_collections
 import numpy as np
 
 from segcft_jax import workdir as workdir_lib
 from segcft_jax.cft import methods as methods_lib
 from segcft_jax.evaluation import measure
 from segcft_jax.evaluation import trained as trained_lib
-from segcft_jax.inference.requests import Request, check_request
+from segcft_jax.evaluation.interventions import in_support
+from segcft_jax.inference import stored
+from segcft_jax.inference.requests import Request, check_request, far_target_warning
+from segcft_jax.inference.stored import load_config
 from segcft_jax.scm import counterfactual as cf_lib
-
-
-def load_config(workdir: str, method: str) -> ml_collections.ConfigDict:
-  """The config saved by the stage of `method` (a `cft.methods` key), its `config.json`.
-
-  Raises:
-    FileNotFoundError: no such workdir, or the method's stage has not completed there.
-  """
-  if not os.path.isdir(workdir):
-    raise FileNotFoundError(f"Workdir {workdir} does not exist.")
-  stage = methods_lib.BY_KEY[method].stage
-  if not workdir_lib.is_done(workdir, stage):
-    trained = [m.key for m in methods_lib.METHODS if workdir_lib.is_done(workdir, m.stage)]
-    raise FileNotFoundError(f"Method {method} (stage {stage}) has not been trained in "
-                            f"{workdir}; trained there: {', '.join(trained) or 'none'}.")
-  return workdir_lib.read_config(workdir, stage)
+from segcft_jax.train import weights
 
 
 @dataclasses.dataclass
@@ -61,6 +48,7 @@ class Result:
   measured_before: dict[str, float]
   measured_after: dict[str, float]
   seed: int
+  warnings: list[str] = dataclasses.field(default_factory=list)  # inputs far from training
 
   def to_json(self) -> dict:
     """The JSON record; floats rounded to 6 significant digits."""
@@ -70,7 +58,7 @@ class Result:
       return float(f"{obj:.6g}") if isinstance(obj, float) else obj
     return rounded({k: getattr(self, k) for k in (
         "method", "interventions", "parents_before", "parents_after", "parents_source",
-        "measured_before", "measured_after", "seed")})
+        "measured_before", "measured_after", "seed", "warnings")})
 
 
 class CounterfactualModel:
@@ -84,10 +72,24 @@ class CounterfactualModel:
 
   @classmethod
   def load(cls, workdir: str, method: str, config=None) -> "CounterfactualModel":
-    """Loads method `method` ("seg", "seg_cft", ...) of `workdir` and the oracle."""
+    """Loads method `method` ("seg", "seg_cft", ...) of `workdir` and the oracle.
+
+    Raises:
+      FileNotFoundError / ValueError: a needed stage is missing, or its weights do not fit
+        the config or are damaged (one line naming the stage and what repairs it).
+    """
     key = methods_lib.method_key(method)
     config = config or load_config(workdir, key)
-    return cls(trained_lib.load_trained(config, workdir, methods=[key], predictors=False), key)
+    stored.check_weights(config, workdir, key)
+    try:
+      trained = trained_lib.load_trained(config, workdir, methods=[key], predictors=False)
+    except weights.WeightsError as e:  # Damaged after the check: still one line.
+      stage = stored.stage_of(e, workdir, key)
+      if stage is None:
+        raise ValueError(" ".join(str(e).split())) from e
+      raise ValueError(stored.damaged(config, workdir, stage, weights.directory(
+          workdir_lib.stage_dir(workdir, stage)), e.__cause__ or e)) from e
+    return cls(trained, key)
 
   def __call__(self, image: Any, interventions: Mapping[str, Any],
                parents: Mapping[str, Any] | None = None, regions: Any = None,
@@ -106,9 +108,22 @@ class CounterfactualModel:
     for n in t.graph.order:
       if n not in before:
         before[n], source[n] = measured[n], "oracle"
+        if not in_support(t.graph[n], np.array([measured[n]]))[0]:
+          raise ValueError(f"The oracle measures {n} = {measured[n]:g} on this image, outside "
+                           f"the support of {n}: the image is far from the training images "
+                           f"(or the structure is absent); give {n} with --parents "
+                           f"(parents={{...}} in Python).")
     t.graph.check_values({n: np.array([v]) for n, v in before.items()})
-    targets = {n: before[n] * (1.0 + num / 100.0) if rel else num
-               for n, (num, rel, _) in request.interventions.items()}
+    targets, notes = {}, list(request.warnings)
+    pixels = x.shape[1] * x.shape[2]
+    for n, (num, rel, text) in request.interventions.items():
+      targets[n] = before[n] * (1.0 + num / 100.0) if rel else num
+      if rel and not in_support(t.graph[n], np.array([targets[n]]))[0]:
+        raise ValueError(f"{n}={text} of the factual {before[n]:g} gives {targets[n]:g}, "
+                         f"outside the support of {n}.")
+      if rel:
+        notes.append(far_target_warning(t.graph[n], f"{text} (= {targets[n]:g})", targets[n],
+                                        pixels if n in t.structures else None))
     do = cf_lib.checked_interventions(t.graph, targets, 1, allowed=t.variables)
     parents_n = t.graph.normalize({n: np.array([v], np.float32) for n, v in before.items()})
     x_cf, parents_cf = jax.device_get(self._cf(t.methods[self.method], t.frozen, x, parents_n,
@@ -128,7 +143,8 @@ class CounterfactualModel:
         interventions={n: {"value": text, "target": targets[n]}
                        for n, (_, _, text) in request.interventions.items()},
         parents_before=before, parents_after=after, parents_source=source,
-        measured_before=measured, measured_after=measured_after, seed=int(seed))
+        measured_before=measured, measured_after=measured_after, seed=int(seed),
+        warnings=[w for w in notes if w])
 
 
 def counterfactual_of_image(workdir: str, method: str, image: Any,

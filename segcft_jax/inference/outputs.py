@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 
 from PIL import Image
 
@@ -14,7 +15,26 @@ OUTPUTS = ("counterfactual.png", "difference.png", "result.json")
 
 
 def check_outputs(out_dir: str, overwrite: bool) -> None:
-  """Refuses to replace existing outputs unless `overwrite`."""
+  """Refuses an output directory that cannot be written, and existing outputs unless
+  `overwrite`; run before the model loads, so a bad --out costs nothing.
+
+  Raises:
+    NotADirectoryError: `out_dir` (or a directory above it) is a file.
+    PermissionError: nothing can be created there (tried: a temporary file).
+    FileExistsError: outputs exist and not `overwrite`.
+  """
+  parent = os.path.abspath(out_dir)
+  while not os.path.exists(parent):  # The nearest existing directory is where it is created.
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    where = "is a file" if parent == os.path.abspath(out_dir) else f"lies under the file {parent}"
+    raise NotADirectoryError(f"Output directory {out_dir} {where}; give a directory with --out.")
+  try:
+    with tempfile.NamedTemporaryFile(dir=parent, prefix=".write_test_"):
+      pass
+  except OSError as e:
+    raise PermissionError(f"Output directory {out_dir} cannot be written ({e.strerror or e} in "
+                          f"{parent}); choose a writable place with --out.") from e
   existing = [f for f in OUTPUTS if os.path.exists(os.path.join(out_dir, f))]
   if existing and not overwrite:
     raise FileExistsError(f"{out_dir} already holds {', '.join(existing)}; pass --overwrite "

@@ -1,13 +1,20 @@
 """Validating what a user asks of a trained model, before any model is loaded.
 
 * **Image**: a single-channel 8-bit PNG (or a uint8 array) of the model's size S x S;
-  x = (pixel - 127.5) / 127.5.
+  x = (pixel - 127.5) / 127.5. A 16-bit grey PNG is rescaled by its own min / max to 0..255
+  (with a warning), as an 8-bit export of it would be.
 * **Factual parents**: `{variable: value}` (e.g. read from a CSV); area variables not given
   are measured by the oracle on the image (hard argmax pixel count). Variables an image cannot
-  show (age, sex) must be given: nothing is silently assumed.
+  show (age, sex) must be given: nothing is silently assumed. Given values must lie in the
+  variable's support (`scm.graph`: a range, positive, 0 / 1).
 * **Interventions**: `{variable: value}` with value absolute in data units (250, "250") or
   relative to the factual value ("-15%": a* = 0.85 a); only the config's intervenable
   variables; values outside a variable's support are refused.
+
+What is allowed but far from the training data (an area beyond the image's pixel count or
+many standard deviations from the training mean, a uniform image) is answered with a
+warning in `Request.warnings` rather than refused: the model computes something, but
+nothing it was trained to be right about.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any, Mapping
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from segcft_jax.data import images as images_lib
 from segcft_jax.evaluation.interventions import in_support
 from segcft_jax.evaluation.trained import locate
 from segcft_jax.scm.graph import Graph
@@ -28,6 +36,9 @@ from segcft_jax.scm.graph import Graph
 _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 _VALUE = re.compile(rf"^\s*({_NUMBER})\s*(%?)\s*$")
 _SEX = {"0": 0.0, "1": 1.0, "f": 0.0, "female": 0.0, "m": 1.0, "male": 1.0}
+_16_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+# |z| of a target in normalised units beyond which it is far outside the training data.
+FAR_Z = 4.0
 
 
 def parse_value(variable: str, value: Any) -> tuple[float, bool]:
@@ -57,21 +68,15 @@ def parse_do(specs) -> dict[str, str]:
   return out
 
 
-def read_image(image: Any, size: int) -> np.ndarray:
-  """A path to a grayscale PNG, or a uint8 array `[S, S]` / `[S, S, 1]` -> uint8 `[S, S]`."""
+def read_image(image: Any, size: int, notes: list[str] | None = None,
+               labels: bool = False) -> np.ndarray:
+  """A path to a grayscale PNG, or a uint8 array `[S, S]` / `[S, S, 1]` -> uint8 `[S, S]`.
+
+  A 16-bit PNG image is rescaled by its min / max (`data.images.to_model_image`) and the
+  line saying so appended to `notes`; a 16-bit label map (`labels`) keeps its values.
+  """
   if isinstance(image, (str, os.PathLike)):
-    if not os.path.exists(image):
-      raise FileNotFoundError(f"Input image {image} does not exist.")
-    try:
-      with Image.open(image) as img:
-        mode, bands = img.mode, len(img.getbands())
-        if mode != "L":
-          raise ValueError(f"{image} is a {mode} image with {bands} channel(s); the model "
-                           f"takes single-channel 8-bit grayscale (mode L) PNGs of "
-                           f"{size}x{size} (convert with PIL: Image.open(p).convert('L')).")
-        array = np.asarray(img, np.uint8)
-    except UnidentifiedImageError as e:
-      raise ValueError(f"{image} is not a readable image file.") from e
+    array = _read_png(str(image), size, notes, labels)
   else:
     array = np.asarray(image)
     if array.ndim == 3 and array.shape[-1] == 1:
@@ -79,10 +84,55 @@ def read_image(image: Any, size: int) -> np.ndarray:
     if array.ndim != 2 or array.dtype != np.uint8:
       raise ValueError(f"The image array must be uint8 [S, S] or [S, S, 1]; got "
                        f"{array.dtype} {array.shape}.")
+  _check_size(array, size)
+  return array
+
+
+def _check_size(array: np.ndarray, size: int) -> None:
   if array.shape != (size, size):
     raise ValueError(f"The input image is {array.shape[1]}x{array.shape[0]} pixels; this "
                      f"model takes {size}x{size} images.")
-  return array
+
+
+def _read_png(path: str, size: int, notes: list[str] | None, labels: bool) -> np.ndarray:
+  what = "Region map" if labels else "Input image"
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{what} {path} does not exist.")
+  if os.path.isdir(path):
+    raise IsADirectoryError(f"{what} {path} is a directory; give the path of a PNG file.")
+  try:
+    with Image.open(path) as img:
+      mode, bands = img.mode, len(img.getbands())
+      array = np.asarray(img)
+  except UnidentifiedImageError as e:
+    raise ValueError(f"{path} is not a readable image file.") from e
+  except (OSError, SyntaxError, ValueError) as e:
+    if isinstance(e, OSError) and e.errno:
+      raise  # The system's own error (e.g. permission denied): it names the path.
+    raise ValueError(f"{path} cannot be decoded ({e}): the file is damaged or incomplete.") from e
+  if mode == "L":
+    return array.astype(np.uint8)
+  if mode in _16_BIT and labels and int(array.max()) <= 255:
+    return array.astype(np.uint8)
+  if mode in _16_BIT and not labels:
+    _check_size(array, size)
+    lo, hi = int(array.min()), int(array.max())
+    if lo == hi:
+      raise ValueError(f"{path} is a 16-bit image with the one value {lo} throughout: there "
+                       f"is nothing to rescale to 8 bits.")
+    if notes is not None:
+      notes.append(f"{path} is a 16-bit PNG: rescaled by its own min / max ({lo} .. {hi}) to "
+                   f"0..255 for the model, which reads 8-bit images; save an 8-bit PNG to "
+                   f"choose the scaling yourself.")
+    return images_lib.to_model_image(array, size, (0.0, 100.0))
+  if mode in ("I", "F"):
+    raise ValueError(f"{path} is a {'32-bit integer' if mode == 'I' else 'floating-point'} "
+                     f"image; the model takes 8-bit grey PNGs (16-bit ones are rescaled by "
+                     f"their min / max): rescale it to 0..255 by its own range, e.g. by its "
+                     f"min / max or its 1st / 99th percentiles, and save it as 8-bit.")
+  raise ValueError(f"{path} is a {mode} image with {bands} channel(s); the model takes "
+                   f"single-channel 8-bit grayscale (mode L) PNGs of {size}x{size} (convert "
+                   f"with PIL: Image.open(p).convert('L')).")
 
 
 def read_parents_csv(path: str) -> dict[str, float]:
@@ -97,21 +147,54 @@ def read_parents_csv(path: str) -> dict[str, float]:
   return {k.strip(): v.strip() for k, v in zip(*rows)}
 
 
-def factual_parents(given: Mapping[str, Any] | None, graph, measurable) -> dict[str, float]:
-  """Validated given parents (floats); raises on unknown names, bad numbers, or missing
-  variables that the oracle cannot measure."""
+def _where(name: str, value: Any, origin: str | None) -> str:
+  """How the user wrote a parent: `--age=-5`, `age=-5 in p.csv` or `age=-5`."""
+  if origin and origin.startswith("--"):
+    return f"{origin}={value}"
+  return f"{name}={value}" + (f" in {origin}" if origin else "")
+
+
+def parent_value(graph: Graph, name: str, value: Any, origin: str | None = None) -> float:
+  """A given factual value in data units, checked against the variable's support.
+
+  Args:
+    origin: where it was given ("--age", "p.csv"), for the message.
+
+  Raises:
+    ValueError: `"--age=-5: age must be in [18.0, 90.0]."`
+  """
+  var, where = graph[name], _where(name, value, origin)
+  if var.type == "binary":
+    number = _SEX.get(str(value).strip().lower()) if name == "sex" else None
+    if number is None:
+      match = _VALUE.match(str(value))
+      number = float(match.group(1)) if match and not match.group(2) else None
+    if number not in (0.0, 1.0):
+      choices = "0/F/female or 1/M/male" if name == "sex" else "0 or 1"
+      raise ValueError(f"{where}: {name} must be {choices}.")
+    return number
+  if isinstance(value, str) and not _VALUE.match(value):
+    raise ValueError(f"{where}: {name} must be a number ({_support(var)}).")
+  number, relative = parse_value(name, value)
+  if relative:
+    raise ValueError(f"{where}: {name} must be an absolute value, not a relative change.")
+  inside = (number == round(number) and 0 <= number < var.num_classes
+            if var.type == "categorical" else in_support(var, np.array([number]))[0])
+  if not inside:
+    raise ValueError(f"{where}: {name} must be {_support(var)}.")
+  return number
+
+
+def factual_parents(given: Mapping[str, Any] | None, graph, measurable,
+                    origins: Mapping[str, str] | None = None) -> dict[str, float]:
+  """Validated given parents (floats); raises on unknown names, bad or out-of-support values,
+  or missing variables that the oracle cannot measure."""
   out = {}
   for name, value in (given or {}).items():
     if name not in graph:
       raise ValueError(f"Unknown variable {name!r} in the parents; variables of this model: "
                        f"{', '.join(graph.order)}.")
-    if name == "sex" and str(value).strip().lower() in _SEX:
-      out[name] = _SEX[str(value).strip().lower()]
-      continue
-    number, relative = parse_value(name, value)
-    if relative:
-      raise ValueError(f"Parent {name} must be an absolute value, got {value!r}.")
-    out[name] = number
+    out[name] = parent_value(graph, name, value, (origins or {}).get(name))
   missing = [n for n in graph.order if n not in out and n not in measurable]
   if missing:
     raise ValueError(f"{', '.join(missing)} cannot be measured from the image; give "
@@ -121,34 +204,75 @@ def factual_parents(given: Mapping[str, Any] | None, graph, measurable) -> dict[
 
 
 def _support(var) -> str:
+  """What a value of `var` must be: "0 or 1", "in [18.0, 90.0]", "positive", ..."""
   if var.type == "binary":
     return "0 or 1"
-  return {"range": f"[{var.low}, {var.high}]", "log_standard": "positive values",
-          "log1p_standard": "non-negative values"}.get(var.norm, "finite values")
+  if var.type == "categorical":
+    return f"an integer class in [0, {var.num_classes})"
+  if var.norm == "range":
+    return f"in [{var.low}, {var.high}]"
+  return {"log_standard": "positive", "log1p_standard": "non-negative"}.get(var.norm, "finite")
+
+
+def far_outside(var, value: float, pixels: int | None) -> str | None:
+  """Why `value` of `var` is far outside the training distribution, or None.
+
+  Args:
+    pixels: the image's pixel count when `var` is an area a segmentor measures (an area
+      cannot exceed it), else None.
+  """
+  if pixels is not None and value > pixels:
+    return f"it is more than the image's {pixels} pixels"
+  if var.discrete or var.norm == "range":
+    return None  # Inside its declared range (checked before), which bounds the training data.
+  transform = {"log_standard": np.log, "log1p_standard": np.log1p}.get(var.norm, lambda v: v)
+  with np.errstate(divide="ignore"):
+    z = (float(transform(value)) - var.mean) / var.std
+  if abs(z) <= FAR_Z:
+    return None
+  scale = "" if var.norm == "standard" else f"{var.norm.split('_')[0]} "
+  return f"it lies {abs(z):.1f} standard deviations of {scale}{var.name} from the training mean"
 
 
 @dataclasses.dataclass
 class Request:
   """Validated inputs: the image, interventions `{variable: (number, relative, text)}`, the
-  given factual parents and (positional setting) the region map."""
+  given factual parents, (positional setting) the region map, and warnings about inputs far
+  from the training data (one line each)."""
   image: np.ndarray
   interventions: dict[str, tuple[float, bool, str]]
   given: dict[str, float]
   regions: np.ndarray | None
+  warnings: list[str] = dataclasses.field(default_factory=list)
+
+
+def far_target_warning(var, text: str, value: float, pixels: int | None) -> str | None:
+  """The warning for an intervention target far outside the training data, or None."""
+  reason = far_outside(var, value, pixels)
+  return None if reason is None else (
+      f"{var.name}={text} is far outside the training distribution ({reason}); the "
+      f"counterfactual extrapolates beyond what the model was trained on.")
 
 
 def check_request(config, image: Any, interventions: Mapping[str, Any],
-                  parents: Mapping[str, Any] | None = None, regions: Any = None) -> Request:
+                  parents: Mapping[str, Any] | None = None, regions: Any = None,
+                  origins: Mapping[str, str] | None = None) -> Request:
   """Validates every input against the config alone (no model is loaded).
 
+  Args:
+    origins: where each given parent came from ("--age", "p.csv"), to name it in messages.
+
   Raises:
-    ValueError / FileNotFoundError with a one-line message naming the problem.
+    ValueError / FileNotFoundError / IsADirectoryError with a one-line message naming the
+    problem.
   """
   graph = Graph.from_config(config.scm)
   allowed = tuple(config.scm.intervenable)
+  size = int(config.data.image_size)
+  structures = locate(config, allowed)  # what the oracle measures
   if not interventions:
     raise ValueError("Give at least one intervention, e.g. --do left_lung_area=-15%.")
-  do = {}
+  do, notes = {}, []
   for name, value in interventions.items():
     if name not in allowed:
       raise ValueError(f"Cannot intervene on {name!r}; intervenable variables: "
@@ -156,18 +280,33 @@ def check_request(config, image: Any, interventions: Mapping[str, Any],
     number, relative = parse_value(name, value)
     if relative and number <= -100.0:
       raise ValueError(f"{name}={value}: a relative change must be above -100%.")
-    if not relative and not in_support(graph[name], np.array([number]))[0]:
-      raise ValueError(f"{name}={value} is outside the support of {name} "
-                       f"({_support(graph[name])}).")
+    if not relative:
+      if not in_support(graph[name], np.array([number]))[0]:
+        raise ValueError(f"{name}={value} is outside the support of {name}: it must be "
+                         f"{_support(graph[name])}.")
+      notes.append(far_target_warning(graph[name], str(value), number,
+                                      size * size if name in structures else None))
     do[name] = (number, relative, str(value))
-  structures = locate(config, allowed)  # what the oracle measures
-  given = factual_parents(parents, graph, structures)
-  size = int(config.data.image_size)
-  array = read_image(image, size)
+  given = factual_parents(parents, graph, structures, origins)
+  for name, number in given.items():
+    reason = far_outside(graph[name], number, size * size if name in structures else None)
+    if reason:
+      notes.append(f"the factual {_where(name, parents[name], (origins or {}).get(name))} is "
+                   f"far outside the training distribution ({reason}).")
+  array = read_image(image, size, notes)
+  if float(array.std()) < 1.0:  # 0-255 units: no structure left to see
+    notes.append(f"The input image is uniform (pixel mean {array.mean():.1f}, std "
+                 f"{array.std():.2g}): far outside the training distribution; the oracle's "
+                 f"areas and the counterfactual will mean little.")
+  positional = any(r is not None for _, r in structures.values())
   region_map = None
-  if any(r is not None for _, r in structures.values()):
+  if positional:
     if regions is None:
       raise ValueError("This model measures regional areas: give the region map (labels "
                        "1..3 = proximal/mid/distal) with --regions=map.png.")
-    region_map = read_image(regions, size)
-  return Request(array, do, given, region_map)
+    region_map = read_image(regions, size, labels=True)
+  elif regions is not None:
+    raise ValueError("This model has no regions (it measures whole-structure areas; only a "
+                     "positional model, e.g. pos_seg, reads a region map): leave out "
+                     "--regions (regions=None in Python).")
+  return Request(array, do, given, region_map, [n for n in notes if n])

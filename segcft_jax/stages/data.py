@@ -3,7 +3,10 @@ scalar statistics, the normalisation statistics the SCM may take from it: `scm.m
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import os
 import time
 
 import jax
@@ -34,16 +37,42 @@ def _split_stats(brightness: np.ndarray, columns: dict[str, np.ndarray]) -> dict
   return stats
 
 
+def damage(config: ml_collections.ConfigDict, workdir: str) -> str | None:
+  """Why the built dataset of `config.data` cannot be read, or None (also when unbuilt)."""
+  builder = datasets.builder(config.data, workdir)
+  if not builder.is_prepared():
+    return f"it is not built in {builder.data_path}"
+  return datasets.damage(builder)
+
+
+def _move_aside(path: str) -> str:
+  """Renames the directory `path` to `<path>.damaged-<time>` (kept, never deleted)."""
+  target = f"{path}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+  os.replace(path, target)
+  return target
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Builds `config.data` under `<workdir>/data` (or `config.data.data_dir`)."""
+  """Builds `config.data` under `<workdir>/data` (or `config.data.data_dir`); a built
+  dataset that does not read back is moved aside and built again."""
   builder = datasets.builder(config.data, workdir)
   t0 = time.perf_counter()
+  problem = datasets.damage(builder) if builder.is_prepared() else None
+  if problem:
+    if jax.process_index() == 0:
+      moved = _move_aside(str(builder.data_path))
+      log.warning("[data] the dataset at %s cannot be read (%s): moved it to %s, rebuilding",
+                  builder.data_path, problem, moved)
+    distributed.barrier("data_moved")
+    builder = datasets.builder(config.data, workdir)
   if builder.is_prepared():
     log.info("[data] %s already built at %s", config.data.name, builder.data_path)
   elif jax.process_index() == 0:  # One writer; the other processes wait at the barrier.
     log.info("[data] building %s at %s", config.data.name, builder.data_path)
     tfds.disable_progress_bar()
-    builder.download_and_prepare(file_format="array_record")
+    # TFDS prints "Downloading and preparing ..." for data made here; our lines say it.
+    with contextlib.redirect_stdout(io.StringIO()):
+      builder.download_and_prepare(file_format="array_record")
   distributed.barrier("data_built")
   builder = datasets.prepared_builder(config.data, workdir)
   seconds = time.perf_counter() - t0

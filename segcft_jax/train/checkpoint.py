@@ -9,8 +9,8 @@ A failed restore never deletes or rewrites anything on disk.
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
 from typing import Any, Mapping
 
 import grain
@@ -24,21 +24,6 @@ class CheckpointError(RuntimeError):
   """A checkpoint exists but cannot be used; the message says why and what to do."""
 
 
-def _canonical(obj: Any) -> Any:
-  return json.loads(json.dumps(metrics_log.to_jsonable(obj), sort_keys=True))
-
-
-def _differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
-  out = []
-  for key in sorted(set(old) | set(new)):
-    a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
-    if isinstance(a, dict) and isinstance(b, dict):
-      out += _differences(a, b, f"{prefix}{key}.")
-    elif a != b:
-      out.append(f"{prefix}{key}: {a} -> {b}")
-  return out
-
-
 class Checkpointer:
   """Saves and restores `(state, data iterator)` under one directory.
 
@@ -50,7 +35,7 @@ class Checkpointer:
 
   def __init__(self, directory: str, fingerprint: Mapping[str, Any], max_to_keep: int = 2):
     self.directory = os.path.abspath(directory)
-    self.fingerprint = _canonical(fingerprint)
+    self.fingerprint = metrics_log.canonical(fingerprint)
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
@@ -70,10 +55,10 @@ class Checkpointer:
 
   def _fail(self, step: int, problem: str) -> CheckpointError:
     return CheckpointError(
-        f"Checkpoint {self.directory}/{step} {problem}\n"
-        f"Nothing was changed on disk. To start this stage afresh, use another --workdir or "
-        f"move {os.path.dirname(self.directory)} aside; to go back to an earlier checkpoint, "
-        f"move the step directory {step} aside.")
+        f"Checkpoint {self.directory}/{step} {problem} The checkpoints were left as they "
+        f"are. To start this stage afresh, use another --workdir or move "
+        f"{os.path.dirname(self.directory)} aside; to go back to an earlier checkpoint, move "
+        f"the step directory {step} aside.")
 
   def read_meta(self, step: int) -> dict:
     """The JSON metadata saved with `step`."""
@@ -86,7 +71,7 @@ class Checkpointer:
   def check_fingerprint(self, step: int) -> None:
     old = self.read_meta(step).get("fingerprint", {})
     if old != self.fingerprint:
-      diff = "; ".join(_differences(old, self.fingerprint)) or "unknown"
+      diff = "; ".join(metrics_log.differences(old, self.fingerprint)) or "unknown"
       raise self._fail(step, f"was written for a different model or stage ({diff}).")
 
   def restore(self, abstract_state: Any, data_iter: Any = None, step: int | None = None) -> Any:
@@ -117,6 +102,18 @@ class Checkpointer:
       raise self._fail(step, f"could not be read: it is corrupt or incompatible "
                              f"({type(e).__name__}: {str(e)[:300]}).") from e
     return restored.state
+
+  def remove_incomplete(self) -> list[str]:
+    """Removes the temporary directories of saves that never finished (an interrupted run;
+    Orbax renames a save to its step only once it is complete); returns their names."""
+    removed = []
+    if jax.process_index() != 0 or not os.path.isdir(self.directory):
+      return removed
+    for name in os.listdir(self.directory):
+      if ".orbax-checkpoint-tmp" in name:
+        shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+        removed.append(name)
+    return removed
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

@@ -10,11 +10,14 @@ stops with a clear message when too many updates were skipped.
 
 from __future__ import annotations
 
-import logging
+import contextlib
 import dataclasses
+import logging
 import os
+import signal
+import threading
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import jax
 import ml_collections
@@ -32,6 +35,10 @@ log = logging.getLogger(__name__)
 
 class TrainingDiverged(RuntimeError):
   """Too many updates were skipped for non-finite or oversized gradients."""
+
+
+class StageInterrupted(KeyboardInterrupt):
+  """Ctrl-C during training; the message says where it stopped and how to resume."""
 
 
 @dataclasses.dataclass
@@ -63,6 +70,13 @@ def abstract_state(task: Task, cfg: ml_collections.ConfigDict, example: Mapping[
   return abstract, init_state
 
 
+def _last_checkpoint(checkpointer) -> str:
+  step = checkpointer.latest_step()
+  if step is None:
+    return "no checkpoint has been written yet, so the stage will start afresh"
+  return f"the last checkpoint, step {step} in {checkpointer.directory}, is intact"
+
+
 def _check_divergence(name: str, cfg, step: int, skipped: int, checkpointer) -> None:
   if step < cfg.min_steps_before_divergence_check or skipped <= cfg.max_skip_fraction * step:
     return
@@ -70,8 +84,45 @@ def _check_divergence(name: str, cfg, step: int, skipped: int, checkpointer) -> 
       f"[{name}] {skipped} of {step} updates ({100 * skipped / step:.0f} %) were skipped "
       f"because the loss or gradient norm was non-finite or >= grad_skip={cfg.grad_skip}. "
       f"Lower the learning rate (config.{name}.optim.lr = {cfg.optim.lr}) or check the input "
-      f"data. The last checkpoint (step {checkpointer.latest_step()}) in "
-      f"{checkpointer.directory} is intact and will be resumed from.")
+      f"data; {_last_checkpoint(checkpointer)}.")
+
+
+class _StopRequest:
+  """Ctrl-C as a request the loop honours between steps (a save is never cut, and no
+  KeyboardInterrupt lands inside a library callback that would swallow it); a second Ctrl-C
+  interrupts at once."""
+
+  def __init__(self):
+    self.requested = False
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    if self.requested:
+      raise KeyboardInterrupt
+    self.requested = True
+
+  @contextlib.contextmanager
+  def installed(self) -> Iterator["_StopRequest"]:
+    if threading.current_thread() is not threading.main_thread():
+      yield self
+      return
+    previous = signal.signal(signal.SIGINT, self._handle)
+    try:
+      yield self
+    finally:
+      signal.signal(signal.SIGINT, previous)
+
+
+def _interrupted(name: str, step: int, num_steps: int, checkpointer) -> StageInterrupted:
+  """Finishes a checkpoint being written, removes an incomplete one, says where it stopped."""
+  try:
+    checkpointer.close()
+  except BaseException:  # pylint: disable=broad-except  (a second Ctrl-C, a broken save)
+    pass
+  checkpointer.remove_incomplete()
+  return StageInterrupted(
+      f"[{name}] interrupted at step {step} of {num_steps}; "
+      f"{_last_checkpoint(checkpointer)}; re-run the same command to resume.")
 
 
 def _init_or_restore(checkpointer, abstract, init: Callable[[], Any], train_data):
@@ -122,6 +173,7 @@ def fit(task: Task,
   """
   frozen = sharding.replicate({} if frozen is None else frozen, mesh)
   checkpointer = ckpt_lib.Checkpointer(os.path.join(stage_dir, "checkpoints"), task.fingerprint)
+  checkpointer.remove_incomplete()  # a save cut short by a killed run
   example = train_data[0]  # Shapes only.
   abstract, init_state = abstract_state(task, cfg, example, mesh, fsdp_min_size)
   state_shardings = jax.tree.map(lambda a: a.sharding, abstract)
@@ -144,12 +196,36 @@ def fit(task: Task,
   progress = metrics_log.Progress(task.name, cfg.num_steps, start, cfg.batch_size)
   t0, rates, shares = time.perf_counter(), [], []
   step = start
+  try:
+    with _StopRequest().installed() as stop:
+      state, step, rates, shares = _run_steps(
+          task, cfg, step_fn, state, frozen, data_iter, mesh, checkpointer, writer, progress,
+          eval_hook, start, offset, stop)
+  except KeyboardInterrupt:
+    raise _interrupted(task.name, progress.step, cfg.num_steps, checkpointer) from None
+  checkpointer.close()
+  return FitResult(state=state, steps_run=step - start, seconds=time.perf_counter() - t0,
+                   img_per_s=float(np.median(rates)) if rates else None,
+                   input_share=float(np.median(shares)) if shares else None)
+
+
+def _run_steps(task, cfg, step_fn, state, frozen, data_iter, mesh, checkpointer, writer,
+               progress, eval_hook, start: int, offset: int, stop: _StopRequest):
+  """The steps from `start` to `cfg.num_steps`: (state, step, img/s, input shares)."""
+  rates, shares = [], []
+  step = start
   while step < cfg.num_steps:
     t_in = time.perf_counter()
     batch = sharding.to_global(next(data_iter), mesh)
     progress.add_input_time(time.perf_counter() - t_in)
+    if step == start:
+      log.info("[%s] compiling the train step...", task.name)
+      t_compile = time.perf_counter()
     state, metrics = step_fn(state, batch, frozen)
+    if step == start:
+      log.info("[%s] compiled in %.1f s", task.name, time.perf_counter() - t_compile)
     step += 1
+    progress.step = step
     last = step == cfg.num_steps
     if step % cfg.log_every == 0 or last:
       metrics, skipped = jax.device_get((metrics, state.skipped))
@@ -168,7 +244,6 @@ def fit(task: Task,
       checkpointer.save(step, state, data_iter, meta={"data_offset": offset})
       # Wait: the next step donates the state buffers the async save may still be reading.
       checkpointer.wait()
-  checkpointer.close()
-  return FitResult(state=state, steps_run=step - start, seconds=time.perf_counter() - t0,
-                   img_per_s=float(np.median(rates)) if rates else None,
-                   input_share=float(np.median(shares)) if shares else None)
+    if stop.requested:
+      raise KeyboardInterrupt
+  return state, step, rates, shares

@@ -33,6 +33,25 @@ def to_jsonable(value: Any) -> Any:
   return value
 
 
+def canonical(obj: Any) -> Any:
+  """`obj` as its JSON text reads back (tuples as lists, sorted keys): comparable to a file."""
+  return json.loads(json.dumps(to_jsonable(obj), sort_keys=True))
+
+
+def differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "",
+                new_keys_only: bool = False) -> list[str]:
+  """`"field: old -> new"` for every (dotted) field the two nested dicts disagree on; with
+  `new_keys_only`, fields only `old` has are not differences."""
+  out = []
+  for key in (list(new) if new_keys_only else sorted(set(old) | set(new))):
+    a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += differences(a, b, f"{prefix}{key}.", new_keys_only)
+    elif a != b:
+      out.append(f"{prefix}{key}: {a} -> {b}")
+  return out
+
+
 def write_json(path: str, obj: Any) -> None:
   """Writes `obj` as indented JSON atomically (temp file + rename), process 0 only."""
   if jax.process_index() != 0:
@@ -84,6 +103,7 @@ class Progress:
     self._t0, self._s0 = time.perf_counter(), start
     self._last_t, self._last_s = self._t0, start
     self._input_s = 0.0
+    self.step = start  # the last step run, kept by the loop (an interruption reports it)
 
   def add_input_time(self, seconds: float) -> None:
     """Adds host time spent fetching and placing one batch."""

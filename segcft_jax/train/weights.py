@@ -31,23 +31,6 @@ class WeightsError(ValueError):
   """Exported weights exist but do not fit; the message says which fields differ."""
 
 
-def _canonical(obj: Any) -> Any:
-  return json.loads(json.dumps(metrics_log.to_jsonable(obj), sort_keys=True))
-
-
-def differences(saved: Mapping[str, Any], expected: Mapping[str, Any], prefix: str = ""
-                ) -> list[str]:
-  """`"field: saved -> expected"` for every field of `expected` that `saved` does not match."""
-  out = []
-  for key in expected:
-    a, b = saved.get(key, "<absent>"), expected[key]
-    if isinstance(a, dict) and isinstance(b, dict):
-      out += differences(a, b, f"{prefix}{key}.")
-    elif a != b:
-      out.append(f"{prefix}{key}: {a} -> {b}")
-  return out
-
-
 def directory(stage_dir: str) -> str:
   return os.path.join(os.path.abspath(stage_dir), DIRECTORY)
 
@@ -67,7 +50,7 @@ def save(stage_dir: str, params: Any, architecture: Mapping[str, Any]) -> str:
   finally:
     checkpointer.close()
   if jax.process_index() == 0:
-    metrics_log.write_json(os.path.join(path, ARCHITECTURE_FILE), _canonical(architecture))
+    metrics_log.write_json(os.path.join(path, ARCHITECTURE_FILE), metrics_log.canonical(architecture))
   distributed.barrier(f"weights_{path}")
   return path
 
@@ -106,7 +89,7 @@ def load(stage_dir: str, expected: Mapping[str, Any],
         f"trained before weights were exported converts once with: python -m "
         f"segcft_jax.export --workdir={workdir}")
   saved = read_architecture(stage_dir)
-  diff = differences(saved, _canonical(expected))
+  diff = metrics_log.differences(saved, metrics_log.canonical(expected), new_keys_only=True)
   if diff:
     raise WeightsError(f"The weights in {directory(stage_dir)} were trained for another "
                        f"architecture ({'; '.join(diff)}); use the config they were trained "

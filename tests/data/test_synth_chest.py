@@ -83,7 +83,8 @@ def test_prepared_builder_names_the_missing_dataset(tmp_path):
   b.download_and_prepare(file_format="array_record")
   for f in b.data_path.glob("*test.array_record*"):
     f.write_bytes(f.read_bytes()[:40])  # truncated
-  with pytest.raises(FileNotFoundError, match="cannot be read.*rebuild it"):
+  with pytest.raises(FileNotFoundError, match="cannot be read.*rebuilds the dataset"):
     datasets.open_split(b, "test")
+  assert datasets.damage(b) is not None  # the data stage rebuilds it (tests/test_failures.py)
   with pytest.raises(ValueError, match="known datasets"):
     datasets.spec("chest_xray_9000")

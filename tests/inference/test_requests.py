@@ -9,6 +9,7 @@ from PIL import Image
 from segcft_jax import config_files
 from segcft_jax import inference
 from segcft_jax.inference import requests
+from segcft_jax.scm.graph import Graph
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = config_files.load(os.path.join(ROOT, "configs", "synth_chest.py:quick"))
@@ -72,3 +73,42 @@ def test_missing_workdir_or_method(tmp_path):
     inference.load_config(str(tmp_path / "nope"), "seg_cft")
   with pytest.raises(FileNotFoundError, match="has not been trained"):
     inference.load_config(str(tmp_path), "seg_cft")
+
+
+def test_parent_values_are_worded_by_where_they_were_given():
+  graph = Graph.from_config(CONFIG.scm)
+  assert requests.parent_value(graph, "sex", "female") == 0.0
+  assert requests.parent_value(graph, "age", "54", "--age") == 54.0
+  cases = [("sex", "X", "--sex", "--sex=X: sex must be 0/F/female or 1/M/male."),
+           ("sex", 0.5, None, "sex=0.5: sex must be 0/F/female or 1/M/male."),
+           ("age", "-5", "--age", "--age=-5: age must be in [18.0, 90.0]."),
+           ("heart_area", "0", "p.csv", "heart_area=0 in p.csv: heart_area must be positive.")]
+  for name, value, origin, message in cases:
+    with pytest.raises(ValueError) as e:
+      requests.parent_value(graph, name, value, origin)
+    assert str(e.value) == message
+
+
+def test_far_targets_uniform_and_16_bit_images_warn(tmp_path):
+  ok = requests.check_request(CONFIG, IMAGE, {"heart_area": "5000"}, {"age": 50, "sex": 1})
+  assert ok.warnings == [
+      "heart_area=5000 is far outside the training distribution (it is more than the image's "
+      "1024 pixels); the counterfactual extrapolates beyond what the model was trained on.",
+      "The input image is uniform (pixel mean 100.0, std 0): far outside the training "
+      "distribution; the oracle's areas and the counterfactual will mean little."]
+  graph = Graph.from_config(CONFIG.scm)
+  assert requests.far_outside(graph["heart_area"], 50.0, 1024) is None
+  assert "standard deviations of log heart_area" in requests.far_outside(
+      graph["heart_area"], 0.01, 1024)
+  ramp = (np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 30 + 1000)
+  path = tmp_path / "x16.png"
+  Image.fromarray(ramp).save(path)
+  request = requests.check_request(CONFIG, str(path), {"heart_area": "+1%"}, {"age": 50,
+                                                                             "sex": 1})
+  assert request.image.dtype == np.uint8 and request.image.min() == 0
+  assert request.image.max() == 255 and "16-bit PNG: rescaled" in request.warnings[0]
+
+
+def test_regions_need_a_positional_model():
+  with pytest.raises(ValueError, match="This model has no regions"):
+    requests.check_request(CONFIG, IMAGE, {"heart_area": "3"}, {"age": 50, "sex": 1}, IMAGE)
