@@ -50,7 +50,8 @@ def save(stage_dir: str, params: Any, architecture: Mapping[str, Any]) -> str:
   finally:
     checkpointer.close()
   if jax.process_index() == 0:
-    metrics_log.write_json(os.path.join(path, ARCHITECTURE_FILE), metrics_log.canonical(architecture))
+    metrics_log.write_json(os.path.join(path, ARCHITECTURE_FILE),
+                           metrics_log.canonical(architecture))
   distributed.barrier(f"weights_{path}")
   return path
 
