@@ -28,7 +28,7 @@ log = logging.getLogger("segcft_jax")
 
 LOCK_FILE = ".lock"
 # Fields whose change does not change what a stage computes: a resumed run may differ in them.
-RESUMABLE_FIELDS = ("log_every", "eval_every", "ckpt_every", "stages", "mesh")
+RESUMABLE_FIELDS = ("log_every", "eval_every", "ckpt_every", "stages", "mesh", "tensorboard")
 
 
 # Stages whose directory is not their name (SPEC §3: the evaluate stage writes eval/).

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from tests.train.test_events import read_events
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = "--config=configs/synth_chest.py:quick"
 
@@ -70,6 +72,11 @@ def test_quick_pipeline_end_to_end_and_skip_on_rerun(tmp_path):
   assert any(l.get("split") == "validation" for l in lines)
   data = json.load(open(os.path.join(work, "data", "summary.json")))
   assert data["splits"] == {"train": 256, "validation": 64, "test": 64}
+  # The same scalars as TensorBoard events beside metrics.jsonl.
+  tb = read_events(os.path.join(work, "segmentor"))
+  assert [s for s, _ in tb["train/loss"]] == [l["step"] for l in lines
+                                             if "loss" in l and "split" not in l]
+  assert any(t.startswith("validation/") for t in tb)
 
   before = open(os.path.join(work, "segmentor", "summary.json")).read()
   r = _main(*args)  # Everything is complete: every stage is skipped.

@@ -6,6 +6,8 @@ Writes `eval/metrics.json` (SPEC §4 layout: `conventions`, `reference`, `method
 always, Reg-/Seg-/Pos-Seg-CFT when trained. Like every stage it is skipped once
 `eval/summary.json` exists; delete that file to re-evaluate after training another method.
 metrics.json holds no timings, so two runs on the same workdir give byte-identical files.
+With `config.tensorboard`, the headline numbers and counterfactual grids also go to
+TensorBoard events in eval/.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ import time
 
 import jax
 import ml_collections
+import numpy as np
+from PIL import Image
 
 from segcft_jax import workdir as workdir_lib
 from segcft_jax.data import datasets
 from segcft_jax.evaluation import figures, report, suite as suite_lib, trained as trained_lib
+from segcft_jax.train import events
 
 log = logging.getLogger(__name__)
 NAME = "evaluate"  # its directory is eval/ (workdir.stage_dir)
@@ -70,6 +75,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, out_dir: str) -> d
   err = cfg.area_error
   headline = report.variable_means(metrics, "effectiveness", err)
   share = report.variable_means(metrics, "localisation", "outside_share")
+  if config.get("tensorboard", True) and jax.process_index() == 0:
+    _write_events(out_dir, written, {"effectiveness": headline, "outside_share": share})
   ordering = report.expected_ordering(metrics, err, region_names(trained) or None)
   return dict(methods=list(trained.methods), num_examples=metrics["conventions"]["num_examples"],
               effectiveness={m: headline[m] for m in trained.methods}, area_error=err,
@@ -77,6 +84,18 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, out_dir: str) -> d
               expected_ordering={c: s for c, s, _ in ordering}, figures=written,
               load_seconds=t_load, suite_seconds=t_suite,
               write_seconds=time.perf_counter() - t0 - t_load - t_suite)
+
+
+def _write_events(out_dir: str, figure_names: list[str], headline: dict) -> None:
+  """The headline numbers and the counterfactual grids (`figures/counterfactuals_*.png`) as
+  TensorBoard events in `out_dir`."""
+  writer = events.EventWriter(out_dir)
+  writer.record({"step": 0, "split": "test", **headline})
+  for name in figure_names:
+    if name.startswith("counterfactuals") and name.endswith(".png"):
+      with Image.open(os.path.join(out_dir, "figures", name)) as im:
+        writer.image(f"figures/{name[:-4]}", np.asarray(im.convert("RGB")), 0)
+  writer.close()
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:

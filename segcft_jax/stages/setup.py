@@ -90,7 +90,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, name: st
   stage_dir = workdir_lib.stage_dir(workdir, name)
   result = fit(task, config[name], stage_dir, data.mesh, data.train, frozen=frozen,
                eval_hook=lambda params, step: evaluate(params, "validation"),
-               fsdp_min_size=config.mesh.fsdp_min_size)
+               fsdp_min_size=config.mesh.fsdp_min_size,
+               tensorboard=config.get("tensorboard", True))
   weights.save(stage_dir, exported(result.state.ema_params), architecture)
   return result, evaluate(result.state.ema_params, "test")
 

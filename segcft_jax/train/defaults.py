@@ -45,12 +45,14 @@ def new_config(name: str, arg: str | None, variants: tuple[str, ...],
 
   `threefry_partitionable=False` (JAX's default is True): the partitionable threefry
   compiles several times slower on CPU; both are sharding-invariant but draw different
-  numbers, so the choice is part of the config. `mesh`: devices (-1: all); fsdp > 1 shards
-  parameters over groups of that many devices.
+  numbers, so the choice is part of the config. `tensorboard`: every stage also writes its
+  logged scalars as TensorBoard events (`train.events`). `mesh`: devices (-1: all); fsdp > 1
+  shards parameters over groups of that many devices.
   """
   variant = check_variant(name, arg, variants)
   return ml_collections.ConfigDict(dict(
       name=name, variant=variant, seed=0, threefry_partitionable=False, stages=tuple(stages),
+      tensorboard=True,
       mesh=ml_collections.ConfigDict(dict(num_devices=-1, fsdp=1, fsdp_min_size=2 ** 14))))
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from segcft_jax.data import pipeline
 from segcft_jax.train import checkpoint as ckpt_lib
+from segcft_jax.train import events
 from segcft_jax.train import metrics_log, sharding
 from segcft_jax.train import state as state_lib
 from segcft_jax.train.step import make_train_step
@@ -153,7 +154,8 @@ def fit(task: Task,
         train_data,
         frozen: Any = None,
         eval_hook: Callable[[Any, int], Mapping[str, float]] | None = None,
-        fsdp_min_size: int = sharding.FSDP_MIN_SIZE) -> FitResult:
+        fsdp_min_size: int = sharding.FSDP_MIN_SIZE,
+        tensorboard: bool = True) -> FitResult:
   """Trains `task` to `cfg.num_steps`, resuming from `stage_dir/checkpoints` if present.
 
   Args:
@@ -167,6 +169,7 @@ def fit(task: Task,
     frozen: frozen networks' parameters (replicated), passed to every step.
     eval_hook: `(ema_params, step) -> metrics`, called every `eval_every` steps.
     fsdp_min_size: arrays smaller than this stay replicated on an `fsdp` mesh.
+    tensorboard: also write the logged records as TensorBoard events (`train.events`).
 
   Returns:
     A `FitResult`.
@@ -182,7 +185,8 @@ def fit(task: Task,
   state, start, offset, data_iter = _init_or_restore(
       checkpointer, abstract, lambda: jax.jit(init_state, out_shardings=state_shardings)(
           init_rng, example, task.pretrained), train_data)
-  writer = metrics_log.MetricsWriter(os.path.join(stage_dir, "metrics.jsonl"))
+  writer = metrics_log.MetricsWriter(os.path.join(stage_dir, "metrics.jsonl"),
+                                     events.EventWriter(stage_dir) if tensorboard else None)
   if start:
     log.info("[%s] resumed from step %d of %d (%s)", task.name, start, cfg.num_steps,
              checkpointer.directory)
@@ -203,6 +207,8 @@ def fit(task: Task,
           eval_hook, start, offset, stop)
   except KeyboardInterrupt:
     raise _interrupted(task.name, progress.step, cfg.num_steps, checkpointer) from None
+  finally:
+    writer.close()
   checkpointer.close()
   return FitResult(state=state, steps_run=step - start, seconds=time.perf_counter() - t0,
                    img_per_s=float(np.median(rates)) if rates else None,

@@ -65,10 +65,11 @@ def write_json(path: str, obj: Any) -> None:
 
 
 class MetricsWriter:
-  """Appends one JSON object per call to `<stage dir>/metrics.jsonl`."""
+  """Appends one JSON object per call to `<stage dir>/metrics.jsonl`, and passes it to
+  `events` (a `train.events.EventWriter`: the same scalars for TensorBoard) when given."""
 
-  def __init__(self, path: str):
-    self.path = path
+  def __init__(self, path: str, events: Any = None):
+    self.path, self.events = path, events
     self._active = jax.process_index() == 0
     if self._active:
       os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -76,8 +77,15 @@ class MetricsWriter:
   def write(self, record: Mapping[str, Any]) -> None:
     if not self._active:
       return
+    record = to_jsonable(record)
     with open(self.path, "a") as f:
-      f.write(json.dumps(to_jsonable(record), sort_keys=True) + "\n")
+      f.write(json.dumps(record, sort_keys=True) + "\n")
+    if self.events is not None:
+      self.events.record(record)
+
+  def close(self) -> None:
+    if self.events is not None:
+      self.events.close()
 
 
 def format_seconds(seconds: float) -> str:
