@@ -27,7 +27,7 @@ LAYERS = (
     ("evaluation",),
     ("inference",),
     ("stages",),
-    ("entry", "main", "counterfactual", "export", "inspect"),
+    ("entry", "main", "counterfactual", "export", "inspect", "generate"),
 )
 LEVEL = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 

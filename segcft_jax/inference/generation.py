@@ -1,0 +1,197 @@
+"""A counterfactual dataset: every example of a split under every intervention rule, written
+shard by shard so that an interrupted run resumes without rewriting finished shards.
+
+    <out>/generate.json           the run's settings (another run's are refused)
+    <out>/images/<e>_<k>.png      counterfactual k of example e of the split
+    <out>/shards/<s>.csv          the rows of shard s, written last (its presence = done)
+    <out>/counterfactuals.csv     every row: file, example, variable, rule, target, each
+                                  variable before / after, the oracle's areas of x and x*
+
+Rules: `heart_area=-15%` (relative), `heart_area=250` (absolute), `heart_area=-30%:+30%:15`
+(a sweep of relative changes, 0 left out); `per_image=K` draws K more per example, a
+variable and a change of `config.evaluate.relative_changes` each, from (seed, example).
+Counterfactual noise of a shard comes from (seed, shard), so the files depend only on the
+settings, not on interruptions.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import logging
+import os
+import re
+import time
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from segcft_jax.inference.batched import Model
+from segcft_jax.inference.requests import parse_value
+from segcft_jax.train import metrics_log
+
+log = logging.getLogger("segcft_jax")
+
+_SWEEP = re.compile(r"^([+-]?\d+(?:\.\d+)?)%:([+-]?\d+(?:\.\d+)?)%:(\d+(?:\.\d+)?)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """One intervention: `variable` set to `value` (a % change when `relative`)."""
+  variable: str
+  value: float
+  relative: bool
+
+  @property
+  def text(self) -> str:
+    return f"{self.value:+g}%" if self.relative else f"{self.value:g}"
+
+
+def parse_rules(specs: Sequence[str], intervenable: Sequence[str]) -> list[Rule]:
+  """`--do` rules -> `Rule`s (a sweep expands to one rule per change)."""
+  rules = []
+  for spec in specs:
+    name, sep, value = spec.partition("=")
+    name = name.strip()
+    if not sep or name not in intervenable:
+      raise ValueError(f"--do {spec!r}: expected VARIABLE=VALUE with VARIABLE one of "
+                       f"{', '.join(intervenable)}.")
+    sweep = _SWEEP.match(value.strip())
+    if sweep:
+      lo, hi, step = map(float, sweep.groups())
+      if step <= 0 or hi < lo:
+        raise ValueError(f"--do {spec!r}: a sweep is FROM%:TO%:STEP with FROM <= TO, STEP > 0.")
+      changes = np.round(np.arange(lo, hi + step / 2, step), 6)
+      rules += [Rule(name, float(c), True) for c in changes if c != 0]
+    else:
+      num, rel = parse_value(name, value.strip())
+      if rel and num <= -100:
+        raise ValueError(f"--do {spec!r}: a change of {num:g}% leaves no {name}.")
+      rules.append(Rule(name, num, rel))
+  return rules
+
+
+def plan(num_examples: int, rules: Sequence[Rule], per_image: int,
+         variables: Sequence[str], changes: Sequence[float], seed: int
+         ) -> list[tuple[int, int, Rule]]:
+  """(example, k, rule) of every counterfactual, in output order."""
+  items = []
+  for e in range(num_examples):
+    drawn = []
+    rng = np.random.default_rng([seed, e])
+    for _ in range(per_image):
+      v, c = variables[rng.integers(len(variables))], changes[rng.integers(len(changes))]
+      drawn.append(Rule(v, round(100.0 * float(c), 6), True))
+    items += [(e, k, r) for k, r in enumerate([*rules, *drawn])]
+  return items
+
+
+def _png(image: np.ndarray) -> bytes:
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format="PNG")
+  return buffer.getvalue()
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+  tmp = f"{path}.tmp"
+  with open(tmp, "wb") as f:
+    f.write(data)
+  os.replace(tmp, path)
+
+
+def check_out_dir(out: str, settings: dict, overwrite: bool) -> None:
+  """Refuses an output directory holding another run's files (unless `overwrite`)."""
+  path = os.path.join(out, "generate.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      try:
+        old = json.load(f)
+      except ValueError:
+        old = {}
+    changes = metrics_log.differences(old, metrics_log.canonical(settings))
+    if changes and not overwrite:
+      raise FileExistsError(f"{out} holds another generation ({'; '.join(changes[:3])}); "
+                            f"choose another --out, or --overwrite to replace it.")
+  elif os.path.isdir(out) and os.listdir(out) and not overwrite:
+    raise FileExistsError(f"{out} is not empty and holds no generate.json; choose another "
+                          f"--out, or --overwrite to write into it.")
+
+
+class Generator:
+  """Writes the counterfactuals of `items` (`plan`) of `examples` into `out`, by shards."""
+
+  def __init__(self, model: Model, out: str, settings: dict, shard_size: int = 256):
+    self.model, self.out, self.settings, self.shard_size = model, out, settings, shard_size
+    self.graph = model.trained.graph
+
+  def _columns(self) -> list[str]:
+    names = list(self.graph.order)
+    measured = sorted(self.model.trained.structures)
+    return (["file", "example", "variable", "rule", "target"]
+            + [f"{v}_{w}" for v in names for w in ("before", "after")]
+            + [f"measured_{v}_{w}" for v in measured for w in ("before", "after")])
+
+  def _shard(self, s: int, items, images, parents, regions) -> list[dict]:
+    """The rows of shard `s`, its PNGs written."""
+    rows = []
+    for variable in sorted({r.variable for _, _, r in items}):
+      mine = [(e, k, r) for e, k, r in items if r.variable == variable]
+      idx = np.array([e for e, _, _ in mine])
+      factual = {v: parents[v][idx] for v in parents}
+      before = factual[variable]
+      target = np.array([before[i] * (1 + r.value / 100) if r.relative else r.value
+                         for i, (_, _, r) in enumerate(mine)])
+      out = self.model.counterfactual(
+          images[idx], factual, do={variable: target},
+          regions=None if regions is None else regions[idx],
+          seed=int(np.random.default_rng([self.settings["seed"], s]).integers(2 ** 31)))
+      for i, (e, k, r) in enumerate(mine):
+        name = f"{e:06d}_{k:03d}.png"
+        _write_atomic(os.path.join(self.out, "images", name), _png(out.images[i]))
+        row = dict(file=f"images/{name}", example=e, variable=variable, rule=r.text,
+                   target=float(target[i]))
+        for v in self.graph.order:
+          row[f"{v}_before"] = float(out.parents_before[v][i])
+          row[f"{v}_after"] = float(out.parents_after[v][i])
+        for v in out.measured_before:
+          row[f"measured_{v}_before"] = float(out.measured_before[v][i])
+          row[f"measured_{v}_after"] = float(out.measured_after[v][i])
+        rows.append(row)
+    order = {(e, k): j for j, (e, k, _) in enumerate(items)}
+    return sorted(rows, key=lambda row: order[(row["example"], int(row["file"][-7:-4]))])
+
+  def run(self, items, images: np.ndarray, parents: dict, regions=None) -> str:
+    """Writes every shard not yet written, then `counterfactuals.csv`; returns its path."""
+    os.makedirs(os.path.join(self.out, "images"), exist_ok=True)
+    os.makedirs(os.path.join(self.out, "shards"), exist_ok=True)
+    metrics_log.write_json(os.path.join(self.out, "generate.json"), self.settings)
+    examples = sorted({e for e, _, _ in items})
+    shards = [examples[i:i + self.shard_size]
+              for i in range(0, len(examples), self.shard_size)]
+    t0, done_now, columns = time.perf_counter(), 0, self._columns()
+    for s, shard in enumerate(shards):
+      path = os.path.join(self.out, "shards", f"{s:05d}.csv")
+      if os.path.exists(path):
+        continue
+      members = set(shard)
+      rows = self._shard(s, [it for it in items if it[0] in members], images, parents,
+                         regions)
+      text = io.StringIO()
+      writer = csv.DictWriter(text, columns, lineterminator="\n")
+      writer.writeheader()
+      writer.writerows(rows)
+      _write_atomic(path, text.getvalue().encode())
+      done_now += len(rows)
+      rate = done_now / max(time.perf_counter() - t0, 1e-9)
+      left = sum(1 for it in items if it[0] > shard[-1])
+      log.info("[generate] shard %d/%d: %d counterfactuals | %.1f img/s | ETA %s", s + 1,
+               len(shards), len(rows), rate, metrics_log.format_seconds(left / rate))
+    final = os.path.join(self.out, "counterfactuals.csv")
+    parts = [open(os.path.join(self.out, "shards", f"{s:05d}.csv")).read().splitlines()
+             for s in range(len(shards))]
+    lines = parts[0][:1] + [l for p in parts for l in p[1:]]
+    _write_atomic(final, ("\n".join(lines) + "\n").encode())
+    return final
