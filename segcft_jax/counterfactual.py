@@ -12,7 +12,9 @@ It writes into --out: counterfactual.png (the image under the intervention), dif
 (counterfactual minus input) and result.json (the parents before and after, where each
 factual value came from, the oracle's areas of both images, any warnings).
 
-* --input: a grey 8-bit PNG of the model's size (a 16-bit one is rescaled by its min / max).
+* --input: a grey PNG (8- or 16-bit), .npy, DICOM or NIfTI image of any size, mapped to the
+  model's size as the dataset's images are; --output_size=input maps the counterfactual
+  back to the input's size and bit depth.
 * --do VARIABLE=VALUE (repeatable): an absolute value in data units (heart_area=250, in
   pixels) or a change relative to the factual value (left_lung_area=-15%).
 * --age and --sex (0/F/female or 1/M/male), or --parents=file.csv (a header of variable
@@ -47,8 +49,11 @@ def define_flags(argv: Sequence[str]) -> flags.FlagValues:
                       "runs/synth_chest)", flag_values=fv)
   flags.DEFINE_string("method", "seg", "the model: no | reg | seg | pos_seg (no_cft, reg_cft, ...)",
                       flag_values=fv)
-  flags.DEFINE_string("input", None, "grey 8-bit PNG of the model's size (16-bit: rescaled)",
-                      flag_values=fv)
+  flags.DEFINE_string("input", None, "grey image: PNG (8/16-bit), .npy, .dcm or .nii[.gz], any "
+                      "size", flag_values=fv)
+  flags.DEFINE_enum("output_size", "model", ["model", "input"], "counterfactual.png at the "
+                    "model's size, or mapped back to the input's size and bit depth",
+                    flag_values=fv)
   flags.DEFINE_multi_string("do", [], "intervention VARIABLE=VALUE, e.g. left_lung_area=-15% "
                             "or heart_area=250 (repeatable)", flag_values=fv)
   flags.DEFINE_string("parents", None, "CSV: header of variable names, one row of factual "
@@ -88,7 +93,7 @@ def run(fv: flags.FlagValues) -> list[str]:
   result = model.run(request, fv.seed)
   for line in result.warnings[len(request.warnings):]:
     print(f"warning: {line}", file=sys.stderr)
-  paths = inference.write_outputs(result, fv.out, fv.overwrite)
+  paths = inference.write_outputs(result, fv.out, fv.overwrite, fv.output_size)
   print("\n".join(paths))
   return paths
 

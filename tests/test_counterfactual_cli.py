@@ -71,8 +71,6 @@ def test_bad_inputs_fail_with_one_line(quick_chest_workdir, image, tmp_path, cap
   img = image[0]
   rgb = str(tmp_path / "rgb.png")
   Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(rgb)
-  small = str(tmp_path / "small.png")
-  Image.fromarray(np.zeros((16, 16), np.uint8), mode="L").save(small)
   csv = tmp_path / "p.csv"
   csv.write_text("sex,age\nF,61\n")
   w, out = quick_chest_workdir, str(tmp_path / "out")
@@ -81,10 +79,8 @@ def test_bad_inputs_fail_with_one_line(quick_chest_workdir, image, tmp_path, cap
                                  "--age=50", "--sex=0", f"--out={out}"],
       "Malformed --do": [f"--workdir={w}", f"--input={img}", "--do", "heart_area:3",
                          f"--out={out}"],
-      "RGB image": [f"--workdir={w}", f"--input={rgb}", "--do", "heart_area=3", "--age=50",
-                    "--sex=0", f"--out={out}"],
-      "16x16 pixels": [f"--workdir={w}", f"--input={small}", "--do", "heart_area=3",
-                       "--age=50", "--sex=0", f"--out={out}"],
+      "has 3 channels (RGB)": [f"--workdir={w}", f"--input={rgb}", "--do", "heart_area=3",
+                               "--age=50", "--sex=0", f"--out={out}"],
       "has not been trained": [f"--workdir={w}", "--method=pos_seg", f"--input={img}", "--do",
                                "heart_area=3", f"--out={out}"],
       "cannot be measured": [f"--workdir={w}", f"--input={img}", "--do", "heart_area=3",
@@ -216,12 +212,12 @@ def test_unusable_paths_are_named_before_loading(quick_chest_workdir, image, tmp
   a_file = tmp_path / "a_file"
   a_file.write_text("")
   assert _one_line_error(_cf_args(w, tmp_path, tmp_path / "o"), capfd) == (
-      f"error: Input image {tmp_path} is a directory; give the path of a PNG file.")
+      f"error: Input image {tmp_path} is a directory; give the path of an image file.")
   truncated = tmp_path / "truncated.png"
   truncated.write_bytes(open(img, "rb").read()[:200])
   err = _one_line_error(_cf_args(w, truncated, tmp_path / "o"), capfd)
-  assert err.startswith(f"error: {truncated} cannot be decoded (") and err.endswith(
-      "): the file is damaged or incomplete.")
+  assert err.startswith(f"error: Input image: cannot decode {truncated} (") and err.endswith(
+      "(the file is damaged, incomplete or not an image).")
   assert _one_line_error(_cf_args(w, img, a_file), capfd) == (
       f"error: Output directory {a_file} is a file; give a directory with --out.")
   assert _one_line_error(_cf_args(w, img, a_file / "sub"), capfd) == (
@@ -322,3 +318,36 @@ def test_help_speaks_to_users(capsys):
           "      --input=img.png --do left_lung_area=-15% --do heart_area=+10% --age=54 --sex=M"
           ) in text
   assert "counterfactual.png" in text and "--sex: factual sex: 0/F/female or 1/M/male" in text
+
+
+@pytest.mark.parametrize("shape,dtype,suffix", [((48, 48), np.uint8, ".png"),
+                                                ((100, 100), np.uint8, ".png"),
+                                                ((40, 56), np.uint16, ".png"),
+                                                ((36, 36), np.float32, ".npy")])
+def test_any_size_and_depth_maps_back_to_the_input(quick_chest_workdir, image, tmp_path,
+                                                   capfd, shape, dtype, suffix):
+  """Inputs of other sizes and depths: the dataset's mapping in, the inverse out."""
+  base = np.asarray(Image.fromarray(np.asarray(image[1]["image"])[..., 0]).resize(
+      shape[::-1], Image.BICUBIC)).astype(np.float64)
+  raw = (base * (200 if dtype == np.uint16 else 1) + (500 if dtype == np.uint16 else 0))
+  raw = raw.astype(dtype) if dtype != np.float32 else (raw / 255.0).astype(np.float32)
+  path = str(tmp_path / f"x{suffix}")
+  np.save(path, raw) if suffix == ".npy" else Image.fromarray(raw).save(path)
+  out = tmp_path / "out"
+  capfd.readouterr()
+  assert counterfactual.main(_cf_args(quick_chest_workdir, path, out)
+                             + ["--output_size=input"]) == 0
+  err = capfd.readouterr().err
+  assert "Traceback" not in err
+  assert f"{path} is {shape[1]}x{shape[0]} pixels: zero-padded to a square and resized" in err
+  written = np.asarray(Image.open(out / "counterfactual.png"))
+  assert written.shape == shape
+  if suffix == ".npy":
+    values = np.load(out / "counterfactual.npy")
+    assert values.shape == shape and values.dtype == np.float32
+    assert raw.min() - 1e-6 <= values.min() and values.max() <= raw.max() + 1e-6
+  else:
+    assert written.dtype == dtype
+    # Unchanged regions keep the input's intensity scale (not 0..255 for a 16-bit input).
+    assert abs(np.median(written.astype(float)) - np.median(raw.astype(float))) < 0.1 * (
+        raw.max() - raw.min())

@@ -13,6 +13,7 @@ counted after resizing. A square image of side S is left exactly as stored.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import importlib
 import logging
 import pathlib
@@ -180,6 +181,22 @@ def _resize(a: np.ndarray, size: int, resample) -> np.ndarray:
   return np.asarray(Image.fromarray(square).resize((size, size), resample))
 
 
+def intensity_range(raw: np.ndarray, percentiles: tuple[float, ...] = ()) -> tuple[float, float]:
+  """The input values `to_model_image` maps to 0 and 255 (see there)."""
+  if percentiles:
+    step = max(1, max(raw.shape) // 512)  # Percentiles of a <= 512^2 subsample: same, faster.
+    lo, hi = np.percentile(raw[::step, ::step].astype(np.float64), tuple(percentiles))
+    if not hi > lo:
+      raise RowError("bad_image", f"flat image (percentiles {lo} .. {hi})")
+    return float(lo), float(hi)
+  if raw.dtype == np.uint8:
+    return 0.0, 255.0
+  if raw.dtype == np.uint16:
+    return 0.0, 65535.0
+  raise RowError("bad_image", f"a {raw.dtype} image has no fixed range; set "
+                              f"config.data.intensity_percentiles, e.g. (0.5, 99.5)")
+
+
 def to_model_image(raw: np.ndarray, size: int,
                    percentiles: tuple[float, ...] = ()) -> np.ndarray:
   """uint8 [size, size]: pad to square, area-resize, then map intensities to 0..255.
@@ -188,21 +205,39 @@ def to_model_image(raw: np.ndarray, size: int,
   robust to 12/16-bit ranges and outliers. With `()`, values are kept as stored: 8-bit images
   exactly, 16-bit ones scaled by 255 / 65535; any other type needs percentiles.
   """
-  if percentiles:
-    step = max(1, max(raw.shape) // 512)  # Percentiles of a <= 512^2 subsample: same, faster.
-    lo, hi = np.percentile(raw[::step, ::step].astype(np.float64), tuple(percentiles))
-    if not hi > lo:
-      raise RowError("bad_image", f"flat image (percentiles {lo} .. {hi})")
-  elif raw.dtype == np.uint8:
-    lo, hi = 0.0, 255.0
-  elif raw.dtype == np.uint16:
-    lo, hi = 0.0, 65535.0
-  else:
-    raise RowError("bad_image", f"a {raw.dtype} image has no fixed range; set "
-                                f"config.data.intensity_percentiles, e.g. (0.5, 99.5)")
+  lo, hi = intensity_range(raw, percentiles)
   small = _resize(raw.astype(np.float32), size, Image.BOX)
   scaled = (small.astype(np.float64) - lo) / (hi - lo) * 255.0
   return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+  """How an input image became a model image: its shape and type, and the values `lo` / `hi`
+  that map to 0 / 255 (`to_model_image`); `from_model_image` inverts the mapping."""
+  shape: tuple[int, int]
+  dtype: str
+  lo: float
+  hi: float
+
+
+def from_model_image(image: np.ndarray, geometry: Geometry) -> np.ndarray:
+  """A uint8 model image mapped back to the input's size and type: resized to the padded
+  square (bicubic), the padding cropped, 0..255 mapped to lo..hi (rounded and clipped for
+  integer types)."""
+  h, w = geometry.shape
+  side = max(h, w)
+  square = image.astype(np.float32)
+  if square.shape != (side, side):
+    square = np.asarray(Image.fromarray(square).resize((side, side), Image.BICUBIC))
+  top, left = (side - h) // 2, (side - w) // 2
+  unit = np.clip(square[top:top + h, left:left + w] / 255.0, 0.0, 1.0)  # no bicubic overshoot
+  values = geometry.lo + unit * (geometry.hi - geometry.lo)
+  dtype = np.dtype(geometry.dtype)
+  if np.issubdtype(dtype, np.integer):
+    info = np.iinfo(dtype)
+    return np.clip(np.round(values), info.min, info.max).astype(dtype)
+  return values.astype(dtype)
 
 
 def to_model_mask(labels: np.ndarray, size: int) -> np.ndarray:

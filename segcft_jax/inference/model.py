@@ -49,6 +49,7 @@ class Result:
   measured_after: dict[str, float]
   seed: int
   warnings: list[str] = dataclasses.field(default_factory=list)  # inputs far from training
+  geometry: Any = None  # the input's size and type (`data.images.Geometry`), for mapping back
 
   def to_json(self) -> dict:
     """The JSON record; floats rounded to 6 significant digits."""
@@ -144,7 +145,7 @@ class CounterfactualModel:
                        for n, (_, _, text) in request.interventions.items()},
         parents_before=before, parents_after=after, parents_source=source,
         measured_before=measured, measured_after=measured_after, seed=int(seed),
-        warnings=[w for w in notes if w])
+        warnings=[w for w in notes if w], geometry=request.geometry)
 
 
 def counterfactual_of_image(workdir: str, method: str, image: Any,

@@ -1,8 +1,8 @@
 """Validating what a user asks of a trained model, before any model is loaded.
 
-* **Image**: a single-channel 8-bit PNG (or a uint8 array) of the model's size S x S;
-  x = (pixel - 127.5) / 127.5. A 16-bit grey PNG is rescaled by its own min / max to 0..255
-  (with a warning), as an 8-bit export of it would be.
+* **Image**: a grey PNG (8- or 16-bit), .npy, DICOM or NIfTI file, or an array, of any size:
+  mapped to the model's S x S uint8 as the dataset's images are (`read_input`; a 16-bit or
+  float image by its own min / max, with a warning); x = (pixel - 127.5) / 127.5.
 * **Factual parents**: `{variable: value}` (e.g. read from a CSV); area variables not given
   are measured by the oracle on the image (hard argmax pixel count). Variables an image cannot
   show (age, sex) must be given: nothing is silently assumed. Given values must lie in the
@@ -22,11 +22,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+import pathlib
 import re
 from typing import Any, Mapping
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from segcft_jax.data import images as images_lib
 from segcft_jax.evaluation.interventions import in_support
@@ -36,7 +36,6 @@ from segcft_jax.scm.graph import Graph
 _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 _VALUE = re.compile(rf"^\s*({_NUMBER})\s*(%?)\s*$")
 _SEX = {"0": 0.0, "1": 1.0, "f": 0.0, "female": 0.0, "m": 1.0, "male": 1.0}
-_16_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 # |z| of a target in normalised units beyond which it is far outside the training data.
 FAR_Z = 4.0
 
@@ -68,71 +67,77 @@ def parse_do(specs) -> dict[str, str]:
   return out
 
 
+def read_input(image: Any, size: int, notes: list[str] | None = None,
+               percentiles: tuple[float, ...] = ()) -> tuple[np.ndarray, images_lib.Geometry]:
+  """Any grey image -> (uint8 `[S, S]` model image, how it was mapped: `Geometry`).
+
+  `image`: the path of a PNG (8- or 16-bit), .npy, DICOM or 2-D NIfTI file, or an array, of
+  any size. It is mapped as the dataset's images are (`data.images.to_model_image`): padded
+  to a centred square, area-resized to S, intensities by `percentiles` (the config's
+  `data.intensity_percentiles`) or, without them, kept for 8-bit images and scaled by the
+  image's own min / max otherwise; a line in `notes` says what was done.
+  """
+  notes = notes if notes is not None else []
+  if isinstance(image, (str, os.PathLike)):
+    raw, depth = _read_file(str(image), "Input image")
+    name, kind = str(image), "PNG" if str(image).lower().endswith(".png") else "image"
+  else:
+    raw, name, kind = np.asarray(image), "The image array", "array"
+    if raw.ndim == 3 and raw.shape[-1] == 1:
+      raw = raw[..., 0]
+    if raw.ndim != 2:
+      raise ValueError(f"The image array must be grey, [H, W] or [H, W, 1]; got shape "
+                       f"{list(raw.shape)}.")
+    depth = str(raw.dtype)
+  chosen = tuple(percentiles)
+  if not chosen and raw.dtype != np.uint8:
+    lo, hi = float(raw.min()), float(raw.max())
+    if lo == hi:
+      raise ValueError(f"{name} is a {depth} image with the one value {lo:g} throughout: "
+                       f"there is nothing to rescale to 8 bits.")
+    chosen = (0.0, 100.0)
+    notes.append(f"{name} is a {depth} {kind}: rescaled by its own min / max ({lo:g} .. "
+                 f"{hi:g}) to 0..255 for the model, which reads 8-bit images; save an 8-bit "
+                 f"PNG to choose the scaling yourself.")
+  if raw.shape != (size, size):
+    notes.append(f"{name} is {raw.shape[1]}x{raw.shape[0]} pixels: zero-padded to a square "
+                 f"and resized to the model's {size}x{size}, as the dataset's images are "
+                 f"(--output_size=input maps the counterfactual back).")
+  try:
+    lo, hi = images_lib.intensity_range(raw, chosen)
+    model_image = images_lib.to_model_image(raw, size, chosen)
+  except images_lib.RowError as e:
+    raise ValueError(f"{name}: {e}") from None
+  return model_image, images_lib.Geometry(tuple(raw.shape), str(raw.dtype), lo, hi)
+
+
 def read_image(image: Any, size: int, notes: list[str] | None = None,
                labels: bool = False) -> np.ndarray:
-  """A path to a grayscale PNG, or a uint8 array `[S, S]` / `[S, S, 1]` -> uint8 `[S, S]`.
-
-  A 16-bit PNG image is rescaled by its min / max (`data.images.to_model_image`) and the
-  line saying so appended to `notes`; a 16-bit label map (`labels`) keeps its values.
-  """
+  """`read_input`'s model image; with `labels`, a label map (nearest-resized, values kept)."""
+  if not labels:
+    return read_input(image, size, notes)[0]
   if isinstance(image, (str, os.PathLike)):
-    array = _read_png(str(image), size, notes, labels)
+    raw, _ = _read_file(str(image), "Region map")
   else:
-    array = np.asarray(image)
-    if array.ndim == 3 and array.shape[-1] == 1:
-      array = array[..., 0]
-    if array.ndim != 2 or array.dtype != np.uint8:
-      raise ValueError(f"The image array must be uint8 [S, S] or [S, S, 1]; got "
-                       f"{array.dtype} {array.shape}.")
-  _check_size(array, size)
-  return array
+    raw = np.asarray(image)
+    raw = raw[..., 0] if raw.ndim == 3 and raw.shape[-1] == 1 else raw
+  if raw.ndim != 2 or not np.issubdtype(raw.dtype, np.integer) or raw.min() < 0 or raw.max() > 255:
+    raise ValueError(f"The region map must be a 2-D map of labels 0..255; got "
+                     f"{raw.dtype} {list(raw.shape)}.")
+  return images_lib.to_model_mask(raw, size)
 
 
-def _check_size(array: np.ndarray, size: int) -> None:
-  if array.shape != (size, size):
-    raise ValueError(f"The input image is {array.shape[1]}x{array.shape[0]} pixels; this "
-                     f"model takes {size}x{size} images.")
-
-
-def _read_png(path: str, size: int, notes: list[str] | None, labels: bool) -> np.ndarray:
-  what = "Region map" if labels else "Input image"
+def _read_file(path: str, what: str) -> tuple[np.ndarray, str]:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{what} {path} does not exist.")
   if os.path.isdir(path):
-    raise IsADirectoryError(f"{what} {path} is a directory; give the path of a PNG file.")
+    raise IsADirectoryError(f"{what} {path} is a directory; give the path of an image file.")
   try:
-    with Image.open(path) as img:
-      mode, bands = img.mode, len(img.getbands())
-      array = np.asarray(img)
-  except UnidentifiedImageError as e:
-    raise ValueError(f"{path} is not a readable image file.") from e
-  except (OSError, SyntaxError, ValueError) as e:
-    if isinstance(e, OSError) and e.errno:
-      raise  # The system's own error (e.g. permission denied): it names the path.
-    raise ValueError(f"{path} cannot be decoded ({e}): the file is damaged or incomplete.") from e
-  if mode == "L":
-    return array.astype(np.uint8)
-  if mode in _16_BIT and labels and int(array.max()) <= 255:
-    return array.astype(np.uint8)
-  if mode in _16_BIT and not labels:
-    _check_size(array, size)
-    lo, hi = int(array.min()), int(array.max())
-    if lo == hi:
-      raise ValueError(f"{path} is a 16-bit image with the one value {lo} throughout: there "
-                       f"is nothing to rescale to 8 bits.")
-    if notes is not None:
-      notes.append(f"{path} is a 16-bit PNG: rescaled by its own min / max ({lo} .. {hi}) to "
-                   f"0..255 for the model, which reads 8-bit images; save an 8-bit PNG to "
-                   f"choose the scaling yourself.")
-    return images_lib.to_model_image(array, size, (0.0, 100.0))
-  if mode in ("I", "F"):
-    raise ValueError(f"{path} is a {'32-bit integer' if mode == 'I' else 'floating-point'} "
-                     f"image; the model takes 8-bit grey PNGs (16-bit ones are rescaled by "
-                     f"their min / max): rescale it to 0..255 by its own range, e.g. by its "
-                     f"min / max or its 1st / 99th percentiles, and save it as 8-bit.")
-  raise ValueError(f"{path} is a {mode} image with {bands} channel(s); the model takes "
-                   f"single-channel 8-bit grayscale (mode L) PNGs of {size}x{size} (convert "
-                   f"with PIL: Image.open(p).convert('L')).")
+    return images_lib.read_array(pathlib.Path(path))
+  except images_lib.ChannelError as e:
+    raise ValueError(str(e)) from None
+  except images_lib.RowError as e:
+    raise ValueError(f"{what}: {e} (the file is damaged, incomplete or not an image).") from None
 
 
 def read_parents_csv(path: str) -> dict[str, float]:
@@ -244,6 +249,7 @@ class Request:
   given: dict[str, float]
   regions: np.ndarray | None
   warnings: list[str] = dataclasses.field(default_factory=list)
+  geometry: images_lib.Geometry | None = None  # the input's size and type (mapping back)
 
 
 def far_target_warning(var, text: str, value: float, pixels: int | None) -> str | None:
@@ -293,7 +299,8 @@ def check_request(config, image: Any, interventions: Mapping[str, Any],
     if reason:
       notes.append(f"the factual {_where(name, parents[name], (origins or {}).get(name))} is "
                    f"far outside the training distribution ({reason}).")
-  array = read_image(image, size, notes)
+  array, geometry = read_input(image, size, notes,
+                               tuple(config.data.get("intensity_percentiles", None) or ()))
   if float(array.std()) < 1.0:  # 0-255 units: no structure left to see
     notes.append(f"The input image is uniform (pixel mean {array.mean():.1f}, std "
                  f"{array.std():.2g}): far outside the training distribution; the oracle's "
@@ -309,4 +316,4 @@ def check_request(config, image: Any, interventions: Mapping[str, Any],
     raise ValueError("This model has no regions (it measures whole-structure areas; only a "
                      "positional model, e.g. pos_seg, reads a region map): leave out "
                      "--regions (regions=None in Python).")
-  return Request(array, do, given, region_map, [n for n in notes if n])
+  return Request(array, do, given, region_map, [n for n in notes if n], geometry)
