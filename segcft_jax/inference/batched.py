@@ -22,6 +22,7 @@ import dataclasses
 from typing import Any, Callable, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from segcft_jax.cft import methods as methods_lib
@@ -83,14 +84,30 @@ class Model:
     t = trained
     self._measure = jax.jit(
         lambda frozen, x, r: measure_lib.measure(t, frozen, x, r)["oracle"])
-    self._cf = jax.jit(lambda hvae, frozen, x, pa, do, rng: cf_lib.counterfactual(
-        t.models, {"pgm": frozen["pgm"], "hvae": hvae}, x, pa, do, rng))
-    self._sample = jax.jit(lambda hvae, pa, rng, temp: t.models.hvae.apply(
-        {"params": hvae}, pa, temp, method=HVAE.sample, rngs={"sample": rng}))
+    def cf_measured(hvae, frozen, x, before, targets, rng, r):
+      """x*, parents (normalised before / after, data units after) and x*'s measurement, in
+      one call from data units: no eager op (which would compile for every new N) is left
+      on the host."""
+      pa = t.graph.normalize(before)
+      # A NaN target leaves that row's variable alone (its own value keeps the maths finite).
+      masks = {k: ~jnp.isnan(v) for k, v in targets.items()}
+      filled = {k: jnp.where(masks[k], v, before[k]) for k, v in targets.items()}
+      do = {k: (v, masks[k]) for k, v in t.graph.normalize(filled).items()}
+      x_cf, pa_cf = cf_lib.counterfactual(t.models, {"pgm": frozen["pgm"], "hvae": hvae}, x,
+                                          pa, do, rng)
+      return (x_cf, pa, pa_cf, t.graph.denormalize(pa_cf),
+              measure_lib.measure(t, frozen, x_cf, r)["oracle"])
+
+    self._cf_measured = jax.jit(cf_measured)
+    self._sample = jax.jit(lambda hvae, raw, rng, temp: t.models.hvae.apply(
+        {"params": hvae}, t.models.parent_vector(t.graph.normalize(raw)), temp,
+        method=HVAE.sample, rngs={"sample": rng}))
 
   def _chunks(self, n: int, fn: Callable[[slice, int], Any]) -> list[Any]:
-    return [fn(slice(s, min(s + self.batch_size, n)), k)
-            for k, s in enumerate(range(0, n, self.batch_size))]
+    """`fn(rows, k)` of every chunk, all dispatched before any result is fetched (the host's
+    padding and transfers overlap the devices' work)."""
+    return jax.device_get([fn(slice(s, min(s + self.batch_size, n)), k)
+                           for k, s in enumerate(range(0, n, self.batch_size))])
 
   def _put(self, tree: Any, rows: slice) -> Any:
     """Rows `rows` of every `[N, ...]` array, padded to one batch and split over the mesh."""
@@ -120,8 +137,8 @@ class Model:
 
   def _measured(self, x: Array, r: Array | None) -> dict[str, Array]:
     n = len(x)
-    parts = self._chunks(n, lambda rows, k: jax.device_get(self._measure(
-        self._frozen, self._put(x, rows), None if r is None else self._put(r, rows))))
+    parts = self._chunks(n, lambda rows, k: self._measure(
+        self._frozen, self._put(x, rows), None if r is None else self._put(r, rows)))
     return {v: np.concatenate([p[v] for p in parts])[:n].astype(np.float64)
             for v in parts[0]} if parts else {}
 
@@ -145,12 +162,19 @@ class Model:
 
   def counterfactual(self, images: Any, parents: Mapping[str, Any] | None = None,
                      do: Mapping[str, Any] | None = None, regions: Any = None,
-                     seed: int = 0) -> Counterfactuals:
+                     seed: int = 0, measured: Mapping[str, Any] | None = None
+                     ) -> Counterfactuals:
     """x* of every image under `do` (`{variable: value | "-15%" | array [N]}`, the same for
-    every image unless an array); factual parents not in `parents` are measured."""
+    every image unless an array, where NaN leaves a row's variable alone); factual parents
+    not in `parents` are measured.
+
+    `measured`: the oracle's areas of `images` (`measure`) when already known, e.g. for
+    several interventions on the same images.
+    """
     x = _to_model(images, self.size)
     n, r = len(x), self._regions(regions, len(x))
-    measured = self._measured(x, r)
+    measured = (self._measured(x, r) if measured is None
+                else {k: np.asarray(v, np.float64) for k, v in measured.items()})
     before = self._factual(parents, measured, n)
     targets = {}
     for name, value in (do or {}).items():
@@ -163,22 +187,35 @@ class Model:
                          f"{list(self.trained.variables)}.")
       targets[name] = before[name] * (1 + num / 100) if rel else np.full(n, num)
     graph = self.trained.graph
-    do_n = cf_lib.checked_interventions(graph, targets, n, allowed=self.trained.variables)
-    pa_n = graph.normalize({k: v.astype(np.float32) for k, v in before.items()})
+    not_allowed = [k for k in targets if k not in self.trained.variables]
+    if not_allowed:
+      raise ValueError(f"Cannot intervene on {not_allowed}; intervenable variables: "
+                       f"{', '.join(self.trained.variables)}.")
+    targets = {k: np.broadcast_to(np.asarray(v, np.float64), (n,)) for k, v in targets.items()}
+    for k, v in targets.items():
+      graph.check_values({k: v[~np.isnan(v)]}, [k])
     key = jax.random.PRNGKey(seed)
+    raw_before = {k: v.astype(np.float32) for k, v in before.items()}
+    raw_targets = {k: v.astype(np.float32) for k, v in targets.items()}
 
     def chunk(rows, k):
-      return jax.device_get(self._cf(
-          self._hvae, self._frozen, self._put(x, rows), self._put(pa_n, rows),
-          self._put(do_n, rows), jax.random.fold_in(key, k)))
+      return self._cf_measured(
+          self._hvae, self._frozen, self._put(x, rows), self._put(raw_before, rows),
+          self._put(raw_targets, rows), jax.random.fold_in(key, k),
+          None if r is None else self._put(r, rows))
 
     parts = self._chunks(n, chunk)
+
+    def joined(i):
+      return {v: np.concatenate([p[i][v] for p in parts])[:n] for v in parts[0][i]}
+
     x_cf = np.concatenate([p[0] for p in parts])[:n]
-    pa_cf = {v: np.concatenate([p[1][v] for p in parts])[:n] for v in parts[0][1]}
-    raw = jax.device_get(graph.denormalize(pa_cf))
+    pa_n, pa_cf, raw, measured_after = joined(1), joined(2), joined(3), joined(4)
+    measured_after = {v: m.astype(np.float64) for v, m in measured_after.items()}
+    # Parents the intervention did not change are reported as given (no round trip).
     after = {v: np.where(pa_cf[v] == pa_n[v], before[v], raw[v]) for v in graph.order}
     return Counterfactuals(images=_to_uint8(x_cf), parents_before=before, parents_after=after,
-                           measured_before=measured, measured_after=self._measured(x_cf, r))
+                           measured_before=measured, measured_after=measured_after)
 
   def sample(self, parents: Mapping[str, Any], seed: int = 0,
              temperature: float = 1.0) -> Array:
@@ -189,12 +226,11 @@ class Model:
       raise ValueError(f"sample needs the HVAE's parents {list(names)}; missing {missing}.")
     n = max(np.size(parents[p]) for p in names)
     values = {p: np.broadcast_to(np.asarray(parents[p], np.float64), (n,)) for p in names}
-    graph.check_values(values)
-    pa = np.asarray(self.trained.models.parent_vector(
-        graph.normalize({p: v.astype(np.float32) for p, v in values.items()})))
+    graph.check_values(values, names)
+    raw = {p: v.astype(np.float32) for p, v in values.items()}
     key = jax.random.PRNGKey(seed)
-    parts = self._chunks(n, lambda rows, k: jax.device_get(self._sample(
-        self._hvae, self._put(pa, rows), jax.random.fold_in(key, k), temperature)))
+    parts = self._chunks(n, lambda rows, k: self._sample(
+        self._hvae, self._put(raw, rows), jax.random.fold_in(key, k), temperature))
     return _to_uint8(np.concatenate(parts)[:n])
 
 

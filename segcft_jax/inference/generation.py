@@ -16,6 +16,7 @@ settings, not on interruptions.
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import dataclasses
 import io
@@ -126,6 +127,12 @@ class Generator:
   def __init__(self, model: Model, out: str, settings: dict, shard_size: int = 256):
     self.model, self.out, self.settings, self.shard_size = model, out, settings, shard_size
     self.graph = model.trained.graph
+    self.write_seconds = 0.0  # time spent encoding and writing PNGs (in the writer thread)
+
+  def _write_png(self, path: str, image: np.ndarray) -> None:
+    t0 = time.perf_counter()
+    _write_atomic(path, _png(image))
+    self.write_seconds += time.perf_counter() - t0
 
   def _columns(self) -> list[str]:
     names = list(self.graph.order)
@@ -134,34 +141,41 @@ class Generator:
             + [f"{v}_{w}" for v in names for w in ("before", "after")]
             + [f"measured_{v}_{w}" for v in measured for w in ("before", "after")])
 
-  def _shard(self, s: int, items, images, parents, regions) -> list[dict]:
-    """The rows of shard `s`, its PNGs written."""
+  def _shard(self, s: int, items, images, parents, regions, writer) -> list[dict]:
+    """The rows of shard `s`, computed in one `Model.counterfactual` call (each row's
+    variable set, NaN elsewhere); its PNGs go to `writer` (a thread: encoding and writing
+    overlap the next shard's counterfactuals)."""
     rows = []
-    for variable in sorted({r.variable for _, _, r in items}):
-      mine = [(e, k, r) for e, k, r in items if r.variable == variable]
-      idx = np.array([e for e, _, _ in mine])
-      factual = {v: parents[v][idx] for v in parents}
-      before = factual[variable]
-      target = np.array([before[i] * (1 + r.value / 100) if r.relative else r.value
-                         for i, (_, _, r) in enumerate(mine)])
-      out = self.model.counterfactual(
-          images[idx], factual, do={variable: target},
-          regions=None if regions is None else regions[idx],
-          seed=int(np.random.default_rng([self.settings["seed"], s]).integers(2 ** 31)))
-      for i, (e, k, r) in enumerate(mine):
-        name = f"{e:06d}_{k:03d}.png"
-        _write_atomic(os.path.join(self.out, "images", name), _png(out.images[i]))
-        row = dict(file=f"images/{name}", example=e, variable=variable, rule=r.text,
-                   target=float(target[i]))
-        for v in self.graph.order:
-          row[f"{v}_before"] = float(out.parents_before[v][i])
-          row[f"{v}_after"] = float(out.parents_after[v][i])
-        for v in out.measured_before:
-          row[f"measured_{v}_before"] = float(out.measured_before[v][i])
-          row[f"measured_{v}_after"] = float(out.measured_after[v][i])
-        rows.append(row)
-    order = {(e, k): j for j, (e, k, _) in enumerate(items)}
-    return sorted(rows, key=lambda row: order[(row["example"], int(row["file"][-7:-4]))])
+    examples = np.array(sorted({e for e, _, _ in items}))
+    measured = self.model.measure(images[examples],
+                                  None if regions is None else regions[examples])
+    at = {e: i for i, e in enumerate(examples)}  # once per example, not per rule
+    idx = np.array([e for e, _, _ in items])
+    factual = {v: parents[v][idx] for v in parents}
+    variables = sorted({r.variable for _, _, r in items})
+    targets = {v: np.full(len(items), np.nan) for v in variables}  # NaN: not this row's
+    for i, (_, _, r) in enumerate(items):
+      before = factual[r.variable][i]
+      targets[r.variable][i] = before * (1 + r.value / 100) if r.relative else r.value
+    out = self.model.counterfactual(
+        images[idx], factual, do=targets,
+        regions=None if regions is None else regions[idx],
+        measured={v: m[[at[e] for e in idx]] for v, m in measured.items()},
+        seed=int(np.random.default_rng([self.settings["seed"], s]).integers(2 ** 31)))
+    for i, (e, k, r) in enumerate(items):
+      name = f"{e:06d}_{k:03d}.png"
+      writer.append(self._pool.submit(self._write_png, os.path.join(self.out, "images", name),
+                                      out.images[i]))
+      row = dict(file=f"images/{name}", example=e, variable=r.variable, rule=r.text,
+                 target=float(targets[r.variable][i]))
+      for v in self.graph.order:
+        row[f"{v}_before"] = float(out.parents_before[v][i])
+        row[f"{v}_after"] = float(out.parents_after[v][i])
+      for v in out.measured_before:
+        row[f"measured_{v}_before"] = float(out.measured_before[v][i])
+        row[f"measured_{v}_after"] = float(out.measured_after[v][i])
+      rows.append(row)
+    return rows
 
   def run(self, items, images: np.ndarray, parents: dict, regions=None) -> str:
     """Writes every shard not yet written, then `counterfactuals.csv`; returns its path."""
@@ -171,14 +185,27 @@ class Generator:
     examples = sorted({e for e, _, _ in items})
     shards = [examples[i:i + self.shard_size]
               for i in range(0, len(examples), self.shard_size)]
-    t0, done_now, columns = time.perf_counter(), 0, self._columns()
+    t0, columns = time.perf_counter(), self._columns()
+    with concurrent.futures.ThreadPoolExecutor(1) as self._pool:
+      self._write_shards(shards, items, images, parents, regions, columns, t0)
+    final = os.path.join(self.out, "counterfactuals.csv")
+    parts = [open(os.path.join(self.out, "shards", f"{s:05d}.csv")).read().splitlines()
+             for s in range(len(shards))]
+    lines = parts[0][:1] + [l for p in parts for l in p[1:]]
+    _write_atomic(final, ("\n".join(lines) + "\n").encode())
+    return final
+
+  def _write_shards(self, shards, items, images, parents, regions, columns, t0) -> None:
+    done_now = 0
     for s, shard in enumerate(shards):
       path = os.path.join(self.out, "shards", f"{s:05d}.csv")
       if os.path.exists(path):
         continue
-      members = set(shard)
+      members, pending = set(shard), []
       rows = self._shard(s, [it for it in items if it[0] in members], images, parents,
-                         regions)
+                         regions, pending)
+      for future in pending:  # every PNG of the shard is on disk before its CSV
+        future.result()
       text = io.StringIO()
       writer = csv.DictWriter(text, columns, lineterminator="\n")
       writer.writeheader()
@@ -189,9 +216,3 @@ class Generator:
       left = sum(1 for it in items if it[0] > shard[-1])
       log.info("[generate] shard %d/%d: %d counterfactuals | %.1f img/s | ETA %s", s + 1,
                len(shards), len(rows), rate, metrics_log.format_seconds(left / rate))
-    final = os.path.join(self.out, "counterfactuals.csv")
-    parts = [open(os.path.join(self.out, "shards", f"{s:05d}.csv")).read().splitlines()
-             for s in range(len(shards))]
-    lines = parts[0][:1] + [l for p in parts for l in p[1:]]
-    _write_atomic(final, ("\n".join(lines) + "\n").encode())
-    return final
