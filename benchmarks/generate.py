@@ -19,22 +19,18 @@ import json
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 
 import jax
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from benchmarks import results_io  # pylint: disable=g-import-not-at-top,wrong-import-position
-from segcft_jax import entry  # pylint: disable=g-import-not-at-top,wrong-import-position
-from segcft_jax.data import datasets  # pylint: disable=g-import-not-at-top,wrong-import-position
-from segcft_jax.inference import batched, generation, stored  # pylint: disable=g-import-not-at-top,wrong-import-position
-from segcft_jax.scm import counterfactual as cf_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from segcft_jax.train import sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import results_io
+from segcft_jax import entry
+from segcft_jax.data import datasets
+from segcft_jax.inference import batched, generation, stored
+from segcft_jax.scm import counterfactual as cf_lib
+from segcft_jax.train import sharding
 
 
 def _bare(model: batched.Model, images, parents, repeats: int) -> float:

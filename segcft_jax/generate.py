@@ -15,13 +15,16 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
+import jax
 import numpy as np
 from absl import flags
 
 from segcft_jax import entry, inference
 from segcft_jax.cft import methods
 from segcft_jax.data import datasets
+from segcft_jax.evaluation.interventions import in_support
 from segcft_jax.inference import batched, generation
+from segcft_jax.scm.graph import Graph
 
 
 def define_flags(argv: Sequence[str]) -> flags.FlagValues:
@@ -57,6 +60,8 @@ def _split(config, workdir: str, split: str, num_examples: int, variables: Seque
   source = datasets.open_split(datasets.prepared_builder(config.data, workdir), split)
   n = len(source) if not num_examples else min(num_examples, len(source))
   records = [source[i] for i in range(n)]
+  if not records:
+    return np.zeros((0, 1, 1), np.uint8), {}, None
   images = np.stack([r["image"][..., 0] for r in records])
   parents = {v: np.array([float(r[v]) for r in records]) for v in variables}
   regions = np.stack([r["regions"] for r in records]) if with_regions else None
@@ -74,14 +79,24 @@ def run(fv: flags.FlagValues) -> None:
     raise ValueError("No intervention: give --do rules and/or --per_image=K.")
   if fv.shard_size < 1 or fv.per_image < 0 or fv.num_examples < 0:
     raise ValueError("--shard_size must be >= 1, --per_image and --num_examples >= 0.")
+  graph = Graph.from_config(config.scm)
+  for rule in (r for r in rules if not r.relative):
+    if not in_support(graph[rule.variable], np.array([rule.value]))[0]:
+      raise ValueError(f"--do {rule.variable}={rule.text} is outside the support of "
+                       f"{rule.variable}.")
+  entry.setup_jax(config.threefry_partitionable)
+  # The noise depends on the global batch (a multiple of the devices): part of the settings.
+  wanted = fv.batch_size or int(config.evaluate.batch_size)
+  batch = -(-wanted // jax.device_count()) * jax.device_count()
   settings = dict(workdir=fv.workdir, method=method, split=fv.split, do=list(fv.do),
                   per_image=fv.per_image, num_examples=fv.num_examples, seed=fv.seed,
-                  shard_size=fv.shard_size, batch_size=fv.batch_size)
+                  shard_size=fv.shard_size, batch_size=batch)
   generation.check_out_dir(fv.out, settings, fv.overwrite)
-  entry.setup_jax(config.threefry_partitionable)
-  model = batched.load(fv.workdir, method, fv.batch_size or None)
+  model = batched.load(fv.workdir, method, batch)
   images, parents, regions = _split(config, fv.workdir, fv.split, fv.num_examples,
                                     model.trained.graph.order, model.trained.uses_regions)
+  if not len(images):
+    raise ValueError(f"The {fv.split} split of {fv.workdir}'s dataset is empty.")
   items = generation.plan(len(images), rules, fv.per_image, intervenable,
                           tuple(config.evaluate.relative_changes), fv.seed)
   print(generation.Generator(model, fv.out, settings, fv.shard_size).run(

@@ -243,3 +243,18 @@ def test_help_speaks_to_users_and_exits_zero():
   assert "Stages, in pipeline order: data, segmentor, oracle, regressor, pgm, hvae" in r.stdout
   assert "configs/synth_vessel.py: default, quick, positional, positional_quick" in r.stdout
   assert "force_config: Resume an interrupted stage" in r.stdout
+
+
+@pytest.mark.parametrize("spec", ["configs/padchest.py:quick", "configs/padchest.py:paper",
+                                  "configs/folder.py:quick", "configs/morphomnist.py",
+                                  "configs/synth_vessel.py:positional"])
+def test_every_shipped_config_passes_the_checks(spec):
+  """Configs whose statistics the data stage measures (PadChest, folder) included."""
+  config = config_files.load(spec)
+  stages.check_config(config, config.stages)
+
+
+def test_zero_means_whole_split_or_off_where_documented():
+  config = _quick(**{"evaluate.num_examples": 0, "hvae.optim.grad_clip": 0.0,
+                     "hvae.grad_skip": 0.0})
+  stages.check_config(config, config.stages)

@@ -101,3 +101,12 @@ def test_another_runs_output_is_refused(quick_chest_workdir, generated, capsys):
   assert generate.main([f"--workdir={quick_chest_workdir}", f"--out={generated}", *args]) == 1
   err = capsys.readouterr().err
   assert f"error: {generated} holds another generation (per_image: 2 -> 3)" in err
+
+
+def test_overwrite_replaces_another_runs_files(quick_chest_workdir, tmp_path):
+  base = [f"--workdir={quick_chest_workdir}", f"--out={tmp_path / 'e'}", "--num_examples=4",
+          "--batch_size=8"]
+  assert generate.main([*base, "--do=heart_area=-15%"]) == 0
+  assert generate.main([*base, "--do=heart_area=+15%", "--overwrite"]) == 0
+  rules = {l.split(",")[3] for l in open(tmp_path / "e" / "counterfactuals.csv").readlines()[1:]}
+  assert rules == {"+15%"}

@@ -34,6 +34,7 @@ from segcft_jax.scm import counterfactual as cf_lib
 from segcft_jax.train import sharding
 
 Array = np.ndarray
+IN_FLIGHT = 4  # chunks dispatched ahead of the one being fetched
 
 
 @dataclasses.dataclass
@@ -104,10 +105,16 @@ class Model:
         method=HVAE.sample, rngs={"sample": rng}))
 
   def _chunks(self, n: int, fn: Callable[[slice, int], Any]) -> list[Any]:
-    """`fn(rows, k)` of every chunk, all dispatched before any result is fetched (the host's
-    padding and transfers overlap the devices' work)."""
-    return jax.device_get([fn(slice(s, min(s + self.batch_size, n)), k)
-                           for k, s in enumerate(range(0, n, self.batch_size))])
+    """`fn(rows, k)` of every chunk, fetched `IN_FLIGHT` chunks behind the dispatch (the
+    host's padding and transfers overlap the devices' work; memory stays bounded)."""
+    if n == 0:
+      raise ValueError("No images: give at least one.")
+    pending, out = [], []
+    for k, s in enumerate(range(0, n, self.batch_size)):
+      pending.append(fn(slice(s, min(s + self.batch_size, n)), k))
+      if len(pending) > IN_FLIGHT:
+        out.append(jax.device_get(pending.pop(0)))
+    return out + [jax.device_get(p) for p in pending]
 
   def _put(self, tree: Any, rows: slice) -> Any:
     """Rows `rows` of every `[N, ...]` array, padded to one batch and split over the mesh."""
@@ -224,7 +231,7 @@ class Model:
     missing = [p for p in names if p not in parents]
     if missing:
       raise ValueError(f"sample needs the HVAE's parents {list(names)}; missing {missing}.")
-    n = max(np.size(parents[p]) for p in names)
+    n = max(np.size(parents[p]) for p in names) if names else 0
     values = {p: np.broadcast_to(np.asarray(parents[p], np.float64), (n,)) for p in names}
     graph.check_values(values, names)
     raw = {p: v.astype(np.float32) for p, v in values.items()}

@@ -17,6 +17,7 @@ settings, not on interruptions.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import csv
 import dataclasses
 import io
@@ -24,12 +25,14 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
 
+from segcft_jax.evaluation.interventions import in_support
 from segcft_jax.inference.batched import Model
 from segcft_jax.inference.requests import parse_value
 from segcft_jax.train import metrics_log
@@ -116,6 +119,12 @@ def check_out_dir(out: str, settings: dict, overwrite: bool) -> None:
     if changes and not overwrite:
       raise FileExistsError(f"{out} holds another generation ({'; '.join(changes[:3])}); "
                             f"choose another --out, or --overwrite to replace it.")
+    if changes:  # --overwrite: the other run's shards must not count as this run's
+      for name in ("shards", "images"):
+        shutil.rmtree(os.path.join(out, name), ignore_errors=True)
+      for name in ("counterfactuals.csv", "generate.json"):
+        with contextlib.suppress(FileNotFoundError):
+          os.remove(os.path.join(out, name))
   elif os.path.isdir(out) and os.listdir(out) and not overwrite:
     raise FileExistsError(f"{out} is not empty and holds no generate.json; choose another "
                           f"--out, or --overwrite to write into it.")
@@ -128,6 +137,7 @@ class Generator:
     self.model, self.out, self.settings, self.shard_size = model, out, settings, shard_size
     self.graph = model.trained.graph
     self.write_seconds = 0.0  # time spent encoding and writing PNGs (in the writer thread)
+    self.skipped = 0  # rules whose target leaves the support
 
   def _write_png(self, path: str, image: np.ndarray) -> None:
     t0 = time.perf_counter()
@@ -157,6 +167,21 @@ class Generator:
     for i, (_, _, r) in enumerate(items):
       before = factual[r.variable][i]
       targets[r.variable][i] = before * (1 + r.value / 100) if r.relative else r.value
+    # A relative change that leaves a variable's support (e.g. +30 % of a thickness near its
+    # upper bound) has no counterfactual: those rows are skipped and counted.
+    keep = np.ones(len(items), bool)
+    for v in variables:
+      rows_v = ~np.isnan(targets[v])
+      keep[rows_v] &= in_support(self.graph[v], targets[v][rows_v])
+    if not keep.all():
+      self.skipped += int((~keep).sum())
+      log.warning("[generate] shard %d: %d rule(s) leave their variable's support; skipped",
+                  s, int((~keep).sum()))
+      items, idx = [it for it, k in zip(items, keep) if k], idx[keep]
+      factual = {v: a[keep] for v, a in factual.items()}
+      targets = {v: a[keep] for v, a in targets.items()}
+      if not items:
+        return []
     out = self.model.counterfactual(
         images[idx], factual, do=targets,
         regions=None if regions is None else regions[idx],

@@ -38,7 +38,8 @@ def check_outputs(out_dir: str, overwrite: bool) -> None:
   except OSError as e:
     raise PermissionError(f"Output directory {out_dir} cannot be written ({e.strerror or e} in "
                           f"{parent}); choose a writable place with --out.") from e
-  existing = [f for f in OUTPUTS if os.path.exists(os.path.join(out_dir, f))]
+  existing = [f for f in (*OUTPUTS, "counterfactual.npy")
+              if os.path.exists(os.path.join(out_dir, f))]
   if existing and not overwrite:
     raise FileExistsError(f"{out_dir} already holds {', '.join(existing)}; pass --overwrite "
                           f"(overwrite=True) to replace them.")

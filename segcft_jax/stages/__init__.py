@@ -63,13 +63,18 @@ def check_config(config: ml_collections.ConfigDict, names: Sequence[str]) -> Non
   validation.check_ranges(config, names)
 
 
+def _checkpoints(workdir: str, name: str) -> str | None:
+  """Stage `name`'s checkpoint directory when it holds any, else None."""
+  path = os.path.join(workdir_lib.stage_dir(workdir, name), "checkpoints")
+  return path if os.path.isdir(path) and os.listdir(path) else None
+
+
 def _check_resumable(config: ml_collections.ConfigDict, workdir: str, name: str,
                      force_config: bool) -> None:
   """Fails when stage `name` was interrupted with checkpoints under a config that differs
   from `config` in a field that matters (`--force_config` resumes anyway)."""
-  checkpoints = os.path.join(workdir_lib.stage_dir(workdir, name), "checkpoints")
-  if not (workdir_lib.has_config(workdir, name) and os.path.isdir(checkpoints)
-          and os.listdir(checkpoints)):
+  checkpoints = _checkpoints(workdir, name)
+  if not (workdir_lib.has_config(workdir, name) and checkpoints):
     return
   matter, harmless = workdir_lib.config_changes(workdir, name, config,
                                                 [n for n in REGISTRY if n != name])
@@ -162,7 +167,8 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, names: Sequence
     t0 = time.perf_counter()
     # config.json of an earlier (possibly differently configured) run is only replaced once
     # this run has succeeded: a failing run must not rewrite what is on disk.
-    if not workdir_lib.has_config(workdir, name):
+    if not workdir_lib.has_config(workdir, name) or not _checkpoints(workdir, name):
+      # Nothing on disk continues an earlier config: the record is this run's from the start.
       workdir_lib.write_config(workdir, name, config)
     summary = stage_fn(name)(config, workdir)
     summary["stage_seconds"] = time.perf_counter() - t0

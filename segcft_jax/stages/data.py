@@ -58,6 +58,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   builder = datasets.builder(config.data, workdir)
   t0 = time.perf_counter()
   problem = datasets.damage(builder) if builder.is_prepared() else None
+  distributed.barrier("data_checked")  # every process judged the files before any move
   if problem:
     if jax.process_index() == 0:
       moved = _move_aside(str(builder.data_path))

@@ -30,11 +30,11 @@ _fraction = (lambda v: 0 <= v < 1, "must be in [0, 1)")
 _STAGE_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "num_steps": _at_least_one, "batch_size": _at_least_one, "eval_batch_size": _at_least_one,
     "log_every": _at_least_one, "eval_every": _at_least_one, "ckpt_every": _at_least_one,
-    "ema_rate": _fraction, "grad_skip": _positive, "max_skip_fraction": _fraction,
+    "ema_rate": _fraction, "grad_skip": _non_negative, "max_skip_fraction": _fraction,
     "optim.lr": _positive, "optim.warmup_steps": _non_negative,
-    "optim.weight_decay": _non_negative, "optim.grad_clip": _positive,
+    "optim.weight_decay": _non_negative, "optim.grad_clip": _non_negative,
     "optim.b1": _fraction, "optim.b2": _fraction, "optim.eps": _positive,
-    "num_examples": _at_least_one,
+    "num_examples": _non_negative,  # 0: the whole split
 }
 _DATA_FIELDS = {"num_train": _at_least_one, "num_validation": _at_least_one,
                 "num_test": _at_least_one}
@@ -75,7 +75,12 @@ def _check_image_size(config: ml_collections.ConfigDict, names: Sequence[str]) -
             f"to {hi}"]
   if "hvae" in config and any(n in _HVAE_STAGES for n in names):
     try:
-      model = hvae_arch.HVAEConfig.from_config(builders.hvae_model_config(config))
+      fields = builders.hvae_model_config(config)
+    except ValueError:  # statistics the data stage measures later: the width is irrelevant
+      fields = dict(config.hvae.model.to_dict(), input_res=size, input_channels=1,
+                    context_dim=1)
+    try:
+      model = hvae_arch.HVAEConfig.from_config(fields)
       hvae_arch.parse_decoder(model, hvae_arch.parse_encoder(model))
     except ValueError as e:
       return [f"config.data.image_size={size} does not fit the HVAE of config.hvae.model "

@@ -89,3 +89,10 @@ def barrier(name: str) -> None:
   """Waits until every process reaches `name` (no-op for one process)."""
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
+
+
+def any_process(flag: bool) -> bool:
+  """Whether `flag` is set on any process (collective: every process must call it)."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  return bool(np.asarray(multihost_utils.process_allgather(np.array([flag]))).any())

@@ -25,7 +25,7 @@ import numpy as np
 
 from segcft_jax.data import pipeline
 from segcft_jax.train import checkpoint as ckpt_lib
-from segcft_jax.train import events
+from segcft_jax.train import distributed, events
 from segcft_jax.train import metrics_log, sharding
 from segcft_jax.train import state as state_lib
 from segcft_jax.train.step import make_train_step
@@ -250,6 +250,9 @@ def _run_steps(task, cfg, step_fn, state, frozen, data_iter, mesh, checkpointer,
       checkpointer.save(step, state, data_iter, meta={"data_offset": offset})
       # Wait: the next step donates the state buffers the async save may still be reading.
       checkpointer.wait()
-    if stop.requested:
+    # Every process stops at the same step: in a multi-process run the request is agreed
+    # on at logging steps (a collective), so no process waits in a step the others left.
+    if (jax.process_count() == 1 or step % cfg.log_every == 0 or last) and \
+        distributed.any_process(stop.requested):
       raise KeyboardInterrupt
   return state, step, rates, shares
