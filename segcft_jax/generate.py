@@ -5,6 +5,8 @@
 
 Every example of the split gets every `--do` rule (a value, a relative change, or a sweep
 FROM%:TO%:STEP) and `--per_image` random ones; its factual parents are the dataset's own.
+`--input_dir=DIR --parents=table.csv` takes one's own images instead (any size and format;
+the table's `file` column names them; areas not given are measured by the oracle).
 Writes `<out>/images/*.png` and `<out>/counterfactuals.csv` (file, rule, every variable
 before / after, the oracle's areas of x and x*) shard by shard: an interrupted run re-run
 with the same command continues where it stopped, and the files depend only on the flags.
@@ -12,6 +14,7 @@ with the same command continues where it stopped, and the files depend only on t
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Sequence
 
@@ -23,7 +26,7 @@ from segcft_jax import entry, inference
 from segcft_jax.cft import methods
 from segcft_jax.data import datasets
 from segcft_jax.evaluation.interventions import in_support
-from segcft_jax.inference import batched, generation
+from segcft_jax.inference import batched, folder_inputs, generation
 from segcft_jax.scm.graph import Graph
 
 
@@ -47,6 +50,12 @@ def define_flags(argv: Sequence[str]) -> flags.FlagValues:
                        flag_values=fv)
   flags.DEFINE_integer("batch_size", 0, "images per step (0: config.evaluate.batch_size)",
                        flag_values=fv)
+  flags.DEFINE_string("input_dir", None, "a folder of one's own images (PNG 8/16-bit, .npy, "
+                      "DICOM, NIfTI, any size) instead of --split", flag_values=fv)
+  flags.DEFINE_string("parents", None, "with --input_dir: CSV with a 'file' column and the "
+                      "variables an image cannot show (e.g. age, sex)", flag_values=fv)
+  flags.DEFINE_float("max_skip_fraction", 0.1, "with --input_dir: share of unreadable images "
+                     "that are skipped before the run stops", flag_values=fv)
   flags.DEFINE_boolean("overwrite", False, "write into an --out of another run",
                        flag_values=fv)
   for name in ("workdir", "out"):
@@ -66,6 +75,30 @@ def _split(config, workdir: str, split: str, num_examples: int, variables: Seque
   parents = {v: np.array([float(r[v]) for r in records]) for v in variables}
   regions = np.stack([r["regions"] for r in records]) if with_regions else None
   return images, parents, regions
+
+
+def _folder(fv: flags.FlagValues, config, model: batched.Model):
+  """(images, {variable: [N]}, None) of `--input_dir`: given parents from `--parents`, the
+  areas not given measured by the oracle; `<out>/inputs.csv` maps examples to files."""
+  if model.trained.uses_regions:
+    raise ValueError("--input_dir needs region maps for a positional model; use --split.")
+  graph = model.trained.graph
+  names, images, given, skipped = folder_inputs.load(
+      fv.input_dir, model.size, graph, tuple(model.trained.structures), fv.parents,
+      tuple(config.data.get("intensity_percentiles", None) or ()), fv.max_skip_fraction)
+  for line in skipped[:10]:
+    print(f"warning: skipping {line}", file=sys.stderr)
+  if len(skipped) > 10:
+    print(f"warning: ... and {len(skipped) - 10} more unreadable images", file=sys.stderr)
+  if fv.num_examples:
+    names, images = names[:fv.num_examples], images[:fv.num_examples]
+    given = {v: a[:fv.num_examples] for v, a in given.items()}
+  measured = model.measure(images)
+  parents = {v: given[v] if v in given else measured[v] for v in graph.order}
+  os.makedirs(fv.out, exist_ok=True)
+  with open(os.path.join(fv.out, "inputs.csv"), "w") as f:
+    f.write("example,file\n" + "".join(f"{i},{n}\n" for i, n in enumerate(names)))
+  return images, parents, None
 
 
 def run(fv: flags.FlagValues) -> None:
@@ -88,13 +121,18 @@ def run(fv: flags.FlagValues) -> None:
   # The noise depends on the global batch (a multiple of the devices): part of the settings.
   wanted = fv.batch_size or int(config.evaluate.batch_size)
   batch = -(-wanted // jax.device_count()) * jax.device_count()
-  settings = dict(workdir=fv.workdir, method=method, split=fv.split, do=list(fv.do),
+  source = (dict(input_dir=os.path.abspath(fv.input_dir), parents=fv.parents)
+            if fv.input_dir else dict(split=fv.split))
+  settings = dict(workdir=fv.workdir, method=method, **source, do=list(fv.do),
                   per_image=fv.per_image, num_examples=fv.num_examples, seed=fv.seed,
                   shard_size=fv.shard_size, batch_size=batch)
   generation.check_out_dir(fv.out, settings, fv.overwrite)
   model = batched.load(fv.workdir, method, batch)
-  images, parents, regions = _split(config, fv.workdir, fv.split, fv.num_examples,
-                                    model.trained.graph.order, model.trained.uses_regions)
+  if fv.input_dir:
+    images, parents, regions = _folder(fv, config, model)
+  else:
+    images, parents, regions = _split(config, fv.workdir, fv.split, fv.num_examples,
+                                      model.trained.graph.order, model.trained.uses_regions)
   if not len(images):
     raise ValueError(f"The {fv.split} split of {fv.workdir}'s dataset is empty.")
   items = generation.plan(len(images), rules, fv.per_image, intervenable,

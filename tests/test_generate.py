@@ -110,3 +110,40 @@ def test_overwrite_replaces_another_runs_files(quick_chest_workdir, tmp_path):
   assert generate.main([*base, "--do=heart_area=+15%", "--overwrite"]) == 0
   rules = {l.split(",")[3] for l in open(tmp_path / "e" / "counterfactuals.csv").readlines()[1:]}
   assert rules == {"+15%"}
+
+
+def test_a_folder_of_own_images_with_a_table(quick_chest_workdir, tmp_path, capfd):
+  """Images of another size (48x48) and format (.npy), one unreadable, age and sex from a
+  table, areas measured by the oracle."""
+  from segcft_jax.data import datasets as datasets_lib  # pylint: disable=g-import-not-at-top
+  from segcft_jax.inference import stored  # pylint: disable=g-import-not-at-top
+  config = stored.load_config(quick_chest_workdir, "seg_cft")
+  source = datasets_lib.open_split(
+      datasets_lib.prepared_builder(config.data, quick_chest_workdir), "test")
+  folder = tmp_path / "mine"
+  folder.mkdir()
+  lines = ["file,age,sex"]
+  for i in range(5):
+    r = source[i]
+    big = Image.fromarray(np.asarray(r["image"])[..., 0]).resize((48, 48), Image.BICUBIC)
+    name = f"img{i}.png" if i < 4 else f"img{i}.npy"
+    big.save(folder / name) if i < 4 else np.save(folder / name, np.asarray(big))
+    lines.append(f"{name},{float(r['age'])},{'M' if float(r['sex']) else 'F'}")
+  (folder / "broken.png").write_bytes(b"not a png")
+  (tmp_path / "table.csv").write_text("\n".join(lines) + "\n")
+  args = [f"--workdir={quick_chest_workdir}", f"--input_dir={folder}",
+          f"--parents={tmp_path / 'table.csv'}", "--do=heart_area=-15%",
+          f"--out={tmp_path / 'f'}", "--batch_size=8", "--max_skip_fraction=0.2"]
+  assert generate.main(args) == 0
+  err = capfd.readouterr().err
+  assert "warning: skipping broken.png: Input image: cannot decode" in err
+  assert "Traceback" not in err
+  rows = open(tmp_path / "f" / "counterfactuals.csv").read().splitlines()[1:]
+  assert len(rows) == 5
+  inputs = open(tmp_path / "f" / "inputs.csv").read().splitlines()
+  assert inputs == ["example,file"] + [f"{i},img{i}.png" for i in range(4)] + ["4,img4.npy"]
+  # Without the table, age cannot be measured: one line naming it.
+  assert generate.main([a for a in args if not a.startswith("--parents")]
+                       + [f"--out={tmp_path / 'g'}"]) == 1
+  err = capfd.readouterr().err
+  assert "img0.png: age, sex cannot be measured on an image; give them in --parents" in err

@@ -125,7 +125,7 @@ def check_out_dir(out: str, settings: dict, overwrite: bool) -> None:
       for name in ("counterfactuals.csv", "generate.json"):
         with contextlib.suppress(FileNotFoundError):
           os.remove(os.path.join(out, name))
-  elif os.path.isdir(out) and os.listdir(out) and not overwrite:
+  elif os.path.isdir(out) and set(os.listdir(out)) - {"inputs.csv"} and not overwrite:
     raise FileExistsError(f"{out} is not empty and holds no generate.json; choose another "
                           f"--out, or --overwrite to write into it.")
 
