@@ -138,6 +138,9 @@ def setup_logging(verbosity: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     log.addHandler(handler)
+  for handler in log.handlers:  # a later command in the same process: the stderr of now
+    if isinstance(handler, logging.StreamHandler):
+      handler.stream = sys.stderr  # (not setStream: it flushes the old one, maybe closed)
   log.setLevel(logging.INFO)
   log.propagate = False
   absl_logging.use_absl_handler()
